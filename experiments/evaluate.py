@@ -1,0 +1,48 @@
+r"""Restores a run's best checkpoint and scores it on a split with known orders.
+
+  python -m experiments.evaluate --workdir=workspace/runs/bow \
+      --data_dir=jaxrank/data/sample --split=train
+
+Prints the metrics table and saves it (eval/<split>.json, per-notebook CSV,
+predictions/<split>.csv) in the workdir.
+"""
+
+import json
+
+from absl import app, flags
+
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder.", required=True)
+_SPLIT = flags.DEFINE_string("split", "train", "Split with a <split>_orders.csv.")
+_VAL_ONLY = flags.DEFINE_bool("val_only", False,
+                              "Only the run's own validation fold of this split.")
+_LATEST = flags.DEFINE_bool("latest", False, "Use the newest checkpoint, not the best.")
+
+
+def main(argv):
+  del argv
+  common.setup_jax()
+  from jaxrank import results, train
+  from jaxrank.data import notebooks
+
+  predictor, config = train.load_predictor(_WORKDIR.value, best=not _LATEST.value)
+  nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
+  if any(nb.order is None for nb in nbs):
+    raise app.UsageError(f"{_DATA_DIR.value}: split {_SPLIT.value!r} has no orders file")
+  name = _SPLIT.value
+  if _VAL_ONLY.value:
+    _, nbs = train.split_data(nbs, config.data)
+    name += "_val"
+  preds = predictor.predict(nbs)
+  table, per_nb = train.evaluate_predictions(nbs, preds)
+  rec = results.RunRecorder(_WORKDIR.value)
+  rec.write_eval(name, table, per_nb)
+  rec.write_predictions(name, preds)
+  print(results.format_table([dict(split=name, **table)]) if hasattr(results, "format_table")
+        else json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,38 @@
+r"""Writes a Kaggle submission (id,cell_order) for every notebook of a split.
+
+  python -m experiments.predict --workdir=workspace/runs/bow \
+      --data_dir=jaxrank/data/sample --split=test --output=submission.csv
+
+No orders are needed. The file is written atomically; every notebook and every
+cell is checked to be present exactly once before it is written.
+"""
+
+from absl import app, flags, logging
+
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder.", required=True)
+_SPLIT = flags.DEFINE_string("split", "test", "Split folder to predict.")
+_OUTPUT = flags.DEFINE_string("output", None, "submission.csv path (default: "
+                              "WORKDIR/predictions/<split>.csv).")
+
+
+def main(argv):
+  del argv
+  common.setup_jax()
+  from jaxrank import submission, train
+  from jaxrank.data import notebooks
+
+  predictor, _ = train.load_predictor(_WORKDIR.value)
+  nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
+  preds = predictor.predict(nbs)
+  submission.validate_submission(preds, nbs)
+  out = _OUTPUT.value or f"{_WORKDIR.value}/predictions/{_SPLIT.value}.csv"
+  path = submission.write_submission(out, preds)
+  logging.info("wrote %d notebooks to %s", len(preds), path)
+  print(path)
+
+
+if __name__ == "__main__":
+  app.run(main)

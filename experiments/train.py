@@ -1,0 +1,42 @@
+r"""Trains a ranker; run again with the same flags to resume.
+
+  python -m experiments.train --flagfile=experiments/flags/bow_mlp.flags \
+      --config.data.data_dir=jaxrank/data/sample --workdir=workspace/runs/bow
+
+Exit codes: 0 finished, 85 stopped by SIGUSR1 after checkpointing (requeue).
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import common
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (experiments/configs/*.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder. Default: WORKSPACE/runs/<--name>.")
+_NAME = flags.DEFINE_string("name", None, "Run name under WORKSPACE/runs (default: model name).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.setup_jax()
+  from jaxrank import train  # after jax.distributed.initialize
+
+  config = _CONFIG.value
+  ws = common.workspace_root()
+  workdir = _WORKDIR.value or str(ws / "runs" / (_NAME.value or config.model.name))
+  if not config.data.data_dir:
+    raise app.UsageError("set --config.data.data_dir (a competition-format folder)")
+  if not config.data.cache_dir:
+    with config.unlocked():
+      config.data.cache_dir = str(ws / "data" / "cache")
+  out = train.train_and_evaluate(config, workdir, should_stop=common.StopFlag())
+  if out["status"] == "preempted":
+    sys.exit(common.EXIT_PREEMPTED)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

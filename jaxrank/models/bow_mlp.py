@@ -1,0 +1,166 @@
+"""BOW-MLP ranker: bag-of-n-grams cell vectors, MLP heads, two formulations.
+
+Input: a notebook batch from `jaxrank.data.batching` (code cells first, so code
+cell k is row k). Each cell is a bag of TF-IDF terms (`ids`, `weights`).
+
+  cell encoder   h_c = MLP(sum_k w_ck * E[id_ck] + type_emb)       [B, C, D]
+  context        ctx = mean of code-cell vectors (the notebook's code context)
+  pointwise      key_m = sigmoid(MLP([h_m, ctx, h_m * ctx]))          in (0, 1)
+  gap            logit_mg = <q(h_m, ctx), k(code_{g-1}, code_g, pos_g)> / sqrt(D)
+                            - softplus(a) * |key_m - centre_g|        g = 0..n_code
+
+The pointwise head regresses the markdown cell's key (see `jaxrank.decode`)
+with an L1 loss, as the public baseline did. The gap head is a softmax over the
+n_code + 1 gaps between code cells ("which code cell does this markdown cell
+precede"), trained with cross-entropy, and decoded by the least expected number
+of misplaced markdown/code pairs (`decode.keys_from_gap_probs`). Its prior term
+ties it to the pointwise prediction, so it never does worse than "near where
+pointwise put it" and learns to sharpen that with the code cells' text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrank import decode
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BowMlpConfig:
+  vocab_size: int = 30_001
+  embed_dim: int = 128
+  hidden_dim: int = 256
+  num_layers: int = 2
+  dropout: float = 0.1
+  gap_loss_weight: float = 1.0
+  key_loss_weight: float = 1.0
+  decode: str = "gap"  # "gap" or "pointwise"
+  dtype: Any = jnp.float32
+
+
+class Mlp(nn.Module):
+  hidden: int
+  out: int
+  layers: int = 2
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    for _ in range(self.layers - 1):
+      x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return nn.Dense(self.out, dtype=self.dtype)(x)
+
+
+class BagEncoder(nn.Module):
+  """Embedding-bag cell encoder: weighted sum of term embeddings, then an MLP."""
+
+  vocab_size: int
+  embed_dim: int
+  out_dim: int
+  num_layers: int = 2
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, ids_BxCxK, weights_BxCxK, is_code_BxC, deterministic=True):
+    emb = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="terms")
+    x_BxCxE = jnp.einsum("bcke,bck->bce", emb(ids_BxCxK), weights_BxCxK.astype(self.dtype))
+    x_BxCxE = x_BxCxE + nn.Embed(2, self.embed_dim, dtype=self.dtype, name="type")(
+        is_code_BxC.astype(jnp.int32))
+    x_BxCxE = nn.LayerNorm(dtype=self.dtype)(x_BxCxE)
+    return Mlp(self.out_dim, self.out_dim, self.num_layers, self.dropout, self.dtype)(
+        x_BxCxE, deterministic)
+
+
+def _fourier(pos, n: int = 8):
+  """Fixed Fourier features of positions in [0, 1]: [..., 2n]."""
+  freqs = jnp.pi * (2.0 ** jnp.arange(n))
+  ang = pos[..., None] * freqs
+  return jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], -1)
+
+
+class BowMlpRanker(nn.Module):
+  config: BowMlpConfig
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Array], deterministic: bool = True):
+    cfg = self.config
+    d = cfg.hidden_dim
+    is_code, mask = batch["is_code"], batch["cell_mask"]
+    h_BxCxD = BagEncoder(cfg.vocab_size, cfg.embed_dim, d, cfg.num_layers, cfg.dropout,
+                         cfg.dtype, name="cells")(batch["ids"], batch["weights"], is_code,
+                                                  deterministic)
+    code_w = (is_code & mask).astype(h_BxCxD.dtype)
+    n_code_B = batch["n_code"]
+    ctx_BxD = jnp.einsum("bcd,bc->bd", h_BxCxD, code_w) / jnp.maximum(n_code_B, 1)[:, None]
+    ctx_BxCxD = jnp.broadcast_to(ctx_BxD[:, None], h_BxCxD.shape)
+
+    # Pointwise: relative key of each cell (used for markdown cells).
+    feats = jnp.concatenate([h_BxCxD, ctx_BxCxD, h_BxCxD * ctx_BxCxD], -1)
+    key_BxC = nn.sigmoid(Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
+        feats, deterministic)[..., 0].astype(jnp.float32))
+
+    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
+    B, C, _ = h_BxCxD.shape
+    start = self.param("start", nn.initializers.normal(0.02), (d,))
+    end = self.param("end", nn.initializers.normal(0.02), (d,))
+    code_h = jnp.where(code_w[..., None] > 0, h_BxCxD, 0)
+    g_idx = jnp.arange(C + 1)
+    prev_BxGxD = jnp.concatenate([jnp.broadcast_to(start, (B, 1, d)), code_h], 1)
+    nxt_BxGxD = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
+    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
+    nxt_BxGxD = jnp.where(is_end_BxG[..., None], end.astype(code_h.dtype), nxt_BxGxD)
+    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
+    gap_in = jnp.concatenate([prev_BxGxD, nxt_BxGxD, _fourier(centre_BxG).astype(cfg.dtype)], -1)
+    k_BxGxD = Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_key")(gap_in, deterministic)
+    q_BxCxD = Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_query")(feats, deterministic)
+    logits_BxCxG = jnp.einsum("bcd,bgd->bcg", q_BxCxD, k_BxGxD).astype(jnp.float32) / np.sqrt(d)
+    prior_scale = nn.softplus(self.param("prior_scale", nn.initializers.constant(-1.0), ()))
+    logits_BxCxG -= prior_scale * (n_code_B[:, None, None] + 1.0) * jnp.abs(
+        key_BxC[:, :, None] - centre_BxG[:, None, :])
+    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
+    logits_BxCxG = jnp.where(valid_BxG[:, None, :], logits_BxCxG, -1e9)
+    return {"key": key_BxC, "gap_logits": logits_BxCxG}
+
+
+def build(config: BowMlpConfig) -> nn.Module:
+  return BowMlpRanker(config)
+
+
+def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
+            config: BowMlpConfig) -> tuple[Array, dict[str, Array]]:
+  """Mean over markdown cells of CE(gap) and L1(key); padding cells ignored."""
+  md = (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)
+  n_md = jnp.maximum(md.sum(), 1.0)
+  l1 = jnp.abs(outputs["key"] - batch["target_key"])
+  key_loss = (l1 * md).sum() / n_md
+  logp = jax.nn.log_softmax(outputs["gap_logits"], -1)
+  tgt = jnp.maximum(batch["target_gap"], 0)
+  nll = -jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0]
+  gap_loss = (nll * md).sum() / n_md
+  gap_acc = ((outputs["gap_logits"].argmax(-1) == batch["target_gap"]) * md).sum() / n_md
+  loss = config.key_loss_weight * key_loss + config.gap_loss_weight * gap_loss
+  return loss, {"loss": loss, "key_l1": key_loss, "gap_nll": gap_loss, "gap_acc": gap_acc,
+                "n_markdown": md.sum()}
+
+
+def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                  config: BowMlpConfig) -> np.ndarray:
+  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding."""
+  key = np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+  if config.decode == "pointwise" or n_md == 0:
+    return key
+  logits = np.asarray(outputs["gap_logits"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  return decode.keys_from_gap_probs(probs, tiebreak=key)

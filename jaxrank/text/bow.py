@@ -1,0 +1,156 @@
+"""N-gram bag-of-words and TF-IDF cell features (scikit-learn vectorizers).
+
+A fitted `BowFeaturizer` turns each cell's text into a *bag*: the `max_terms`
+highest-weighted (term id, weight) pairs of its TF-IDF (or count) vector, padded
+with id 0. Bags feed an embedding-bag layer (`jaxrank.models.bow_mlp`), which is
+the dense, jit-friendly form of a sparse matmul.
+
+Word and character n-grams share one id space: word terms first, then char
+terms. Code and markdown share the vocabulary on purpose, so that "plot" in a
+markdown cell and `plt.plot` in a code cell map to the same id.
+
+The vectorizers are fitted on the training split only and saved beside the run
+as JSON + .npy (no pickle), so prediction reuses exactly the same features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from jaxrank import io_utils
+
+# Identifiers, numbers and single punctuation marks: code-aware word tokens.
+TOKEN_PATTERN = r"(?u)[A-Za-z_][A-Za-z_0-9]*|\d+|[^\w\s]"
+
+
+@dataclasses.dataclass(frozen=True)
+class BowConfig:
+  word_ngrams: tuple[int, int] = (1, 2)
+  word_vocab: int = 30_000
+  char_ngrams: tuple[int, int] | None = None  # e.g. (3, 5); None = no char n-grams
+  char_vocab: int = 20_000
+  use_idf: bool = True
+  sublinear_tf: bool = True
+  lowercase: bool = True
+  min_df: int = 2
+  max_chars: int = 5_000  # cells are truncated to this many chars before featurizing
+  max_terms: int = 48  # K: terms kept per cell (highest weight first)
+
+
+def _truncate(texts: Sequence[str], max_chars: int) -> list[str]:
+  return [t[:max_chars] for t in texts]
+
+
+class BowFeaturizer:
+  """Fitted TF-IDF vectorizers plus the bag (top-K) conversion."""
+
+  def __init__(self, config: BowConfig, vectorizers: dict[str, TfidfVectorizer]):
+    self.config = config
+    self.vectorizers = vectorizers  # "word" and optionally "char"
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of ids including the padding id 0."""
+    return 1 + sum(len(v.vocabulary_) for v in self.vectorizers.values())
+
+  @classmethod
+  def fit(cls, texts: Sequence[str], config: BowConfig) -> "BowFeaturizer":
+    texts = _truncate(texts, config.max_chars)
+    common = dict(use_idf=config.use_idf, sublinear_tf=config.sublinear_tf,
+                  lowercase=config.lowercase, min_df=config.min_df,
+                  dtype=np.float32)
+    vecs = {"word": TfidfVectorizer(
+        analyzer="word", token_pattern=TOKEN_PATTERN,
+        ngram_range=tuple(config.word_ngrams), max_features=config.word_vocab,
+        **common)}
+    if config.char_ngrams:
+      vecs["char"] = TfidfVectorizer(
+          analyzer="char_wb", ngram_range=tuple(config.char_ngrams),
+          max_features=config.char_vocab, **common)
+    for v in vecs.values():
+      v.fit(texts)
+    return cls(config, vecs)
+
+  def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+    """Sparse [N, vocab_size] matrix; column 0 (padding) is always empty."""
+    texts = _truncate(texts, self.config.max_chars)
+    blocks = [sp.csr_matrix((len(texts), 1), dtype=np.float32)]
+    blocks += [v.transform(texts) for v in self.vectorizers.values()]
+    return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+  def bags(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Top-K terms per text: (ids int32 [N, K], weights float32 [N, K])."""
+    return csr_to_bags(self.transform(texts), self.config.max_terms)
+
+  # -- persistence (JSON + npy, no pickle) ------------------------------------
+  def save(self, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"config": dataclasses.asdict(self.config), "vectorizers": {}}
+    for name, v in self.vectorizers.items():
+      vocab = {term: int(i) for term, i in v.vocabulary_.items()}
+      meta["vectorizers"][name] = {"params": _jsonable_params(v), "vocabulary": vocab}
+      if self.config.use_idf:
+        buf = _npy_bytes(v.idf_.astype(np.float32))
+        io_utils.atomic_write_bytes(folder / f"idf_{name}.npy", buf)
+    io_utils.atomic_write_text(folder / "featurizer.json", json.dumps(meta))
+    return folder
+
+  @classmethod
+  def load(cls, folder: str | Path) -> "BowFeaturizer":
+    folder = Path(folder)
+    path = folder / "featurizer.json"
+    if not path.exists():
+      raise FileNotFoundError(f"no featurizer at {path}")
+    meta = json.loads(path.read_text())
+    cfg = meta["config"]
+    cfg = BowConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    vecs = {}
+    for name, m in meta["vectorizers"].items():
+      params = dict(m["params"])
+      params["ngram_range"] = tuple(params["ngram_range"])
+      params["dtype"] = np.float32
+      v = TfidfVectorizer(vocabulary=m["vocabulary"], **params)
+      v.fit(["x"])  # sets the fixed vocabulary's internals; idf replaced below
+      if cfg.use_idf:
+        v.idf_ = np.load(folder / f"idf_{name}.npy")
+      vecs[name] = v
+    return cls(cfg, vecs)
+
+
+def _jsonable_params(v: TfidfVectorizer) -> dict:
+  keys = ("analyzer", "token_pattern", "ngram_range", "lowercase", "use_idf",
+          "sublinear_tf", "norm")
+  return {k: v.get_params()[k] for k in keys}
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+  import io
+  buf = io.BytesIO()
+  np.save(buf, a, allow_pickle=False)
+  return buf.getvalue()
+
+
+def csr_to_bags(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Keeps the k largest entries of each row of a CSR matrix, as padded bags."""
+  n = m.shape[0]
+  ids = np.zeros((n, k), np.int32)
+  weights = np.zeros((n, k), np.float32)
+  indptr, indices, data = m.indptr, m.indices, m.data
+  for r in range(n):
+    lo, hi = indptr[r], indptr[r + 1]
+    if hi - lo > k:
+      top = lo + np.argpartition(-data[lo:hi], k - 1)[:k]
+      top.sort()
+    else:
+      top = np.arange(lo, hi)
+    ids[r, : len(top)] = indices[top]
+    weights[r, : len(top)] = data[top]
+  return ids, weights
