@@ -1,0 +1,106 @@
+r"""Load+validate throughput of the data layer, cold and cached.
+
+Prints notebooks/s and cells/s for: parsing every JSON file (no cache), the
+first load with a cache_dir (parse + write the cache), and a cache hit, both
+in this process and in a fresh one (which pays the pyarrow import), then
+extrapolates to the Kaggle train split (140k notebooks, ~6.4M cells).
+
+  .venv/bin/python -m benchmarks.bench_data [--data_dir=../shared/data/nbcorpus]
+
+"Cold" here means no cache of ours; the OS page cache is warm after the first
+repeat (the best of --repeats is reported, the first one too).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+
+from jaxrank.data import load_split
+
+REPO = Path(__file__).resolve().parents[1]
+KAGGLE_NOTEBOOKS = 140_000
+KAGGLE_CELLS = 6_370_000  # train cells in the competition data (~45.5 per notebook)
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/nbcorpus",
+                                "Competition-format folder; relative paths are from the repo.")
+_SPLIT = flags.DEFINE_string("split", "train", "Split to load.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats of each case (best is kept).")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the numbers here as JSON.")
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> tuple[list[float], object]:
+  times, out = [], None
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = fn()
+    times.append(time.perf_counter() - t0)
+  return times, out
+
+
+def _fresh_process_hit(data_dir: Path, split: str, cache_dir: Path) -> float:
+  code = ("import time; t=time.perf_counter(); from jaxrank.data import load_split; "
+          f"load_split({str(data_dir)!r}, {split!r}, cache_dir={str(cache_dir)!r}); "
+          "print(time.perf_counter()-t)")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
+                       capture_output=True, text=True)
+  return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  data_dir = Path(_DATA_DIR.value)
+  if not data_dir.is_absolute():
+    data_dir = (REPO / data_dir).resolve()
+  split, repeats = _SPLIT.value, _REPEATS.value
+
+  nocache_s, nbs = _timed(lambda: load_split(data_dir, split), repeats)
+  n_nb = len(nbs)
+  n_cells = sum(nb.n_cells for nb in nbs)
+  n_bytes = sum(p.stat().st_size for p in (data_dir / split).glob("*.json"))
+  with tempfile.TemporaryDirectory() as tmp:
+    write_s = []
+    for r in range(repeats):
+      t0 = time.perf_counter()
+      load_split(data_dir, split, cache_dir=Path(tmp) / str(r))
+      write_s.append(time.perf_counter() - t0)
+    cache_dir = Path(tmp) / "0"
+    hit_s, cached = _timed(lambda: load_split(data_dir, split, cache_dir=cache_dir), repeats)
+    assert cached == nbs, "cache hit differs from a fresh parse"
+    fresh_s = [_fresh_process_hit(data_dir, split, cache_dir) for _ in range(repeats)]
+    cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file())
+
+  print(f"{data_dir}/{split}: {n_nb} notebooks, {n_cells} cells, {n_bytes / 1e6:.1f} MB JSON; "
+        f"cache {cache_bytes / 1e6:.1f} MB")
+  print(f"{'case':34s} {'first s':>8s} {'best s':>8s} {'nb/s':>9s} {'cells/s':>10s} "
+        f"{'140k nb est.':>13s}")
+  results = {"notebooks": n_nb, "cells": n_cells, "json_bytes": n_bytes,
+             "cache_bytes": cache_bytes, "cases": {}}
+  for name, times in [("cold: parse+validate, no cache", nocache_s),
+                      ("cold: parse+validate+write cache", write_s),
+                      ("cached: hit, same process", hit_s),
+                      ("cached: hit, fresh process*", fresh_s)]:
+    best = min(times)
+    # Extrapolate by cells (Kaggle notebooks are a bit longer than nbcorpus's).
+    est = best * KAGGLE_CELLS / n_cells
+    print(f"{name:34s} {times[0]:8.3f} {best:8.3f} {n_nb / best:9.0f} {n_cells / best:10.0f} "
+          f"{est / 60:10.1f} min")
+    results["cases"][name] = {"first_s": times[0], "best_s": best, "nb_per_s": n_nb / best,
+                              "cells_per_s": n_cells / best, "kaggle_est_s": est}
+  print("* includes importing jaxrank.data and pyarrow (~0.5 s, once per process).")
+  print(f"Target: < 5 min for {KAGGLE_NOTEBOOKS // 1000}k notebooks "
+        f"({KAGGLE_CELLS / 1e6:.2f}M cells), by cells/s of the cold case.")
+  if _JSON_OUT.value:
+    from jaxrank import io_utils  # pylint: disable=import-outside-toplevel
+    io_utils.atomic_write_json(_JSON_OUT.value, results)
+
+
+if __name__ == "__main__":
+  app.run(main)

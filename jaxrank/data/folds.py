@@ -1,0 +1,73 @@
+"""Cross-validation folds grouped by `ancestor_id`.
+
+Notebooks that share an ancestor (forks of one notebook in the competition; one
+source repository in nbcorpus) are near copies, so they must never straddle
+train and validation. A notebook with no ancestor_id is its own group.
+
+Groups are dealt to folds greedily, each to the fold with the fewest cells so
+far, biggest first. Sizes are compared in powers of two and the seed shuffles
+groups within one power, so different seeds give genuinely different partitions
+while the folds stay balanced by cell count (to within about one group).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxrank.data.types import Notebook
+
+
+def _group_key(nb: Notebook) -> str:
+  # "\0" cannot occur in an ancestor id from a csv, so no clash with real ids.
+  return nb.ancestor_id if nb.ancestor_id is not None else f"\0{nb.id}"
+
+
+def ancestor_folds(notebooks: Sequence[Notebook], n_folds: int = 5, seed: int = 0) -> np.ndarray:
+  """The fold (0..n_folds-1) of each notebook, aligned with `notebooks`.
+
+  All notebooks of one ancestor_id land in one fold. The result depends only on
+  the notebooks' (ancestor_id, id, n_cells) and `seed`, not on their order in
+  the list.
+
+  Raises:
+    ValueError: n_folds < 2, or fewer ancestor groups than folds.
+  """
+  if n_folds < 2:
+    raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+  keys = [_group_key(nb) for nb in notebooks]
+  groups = sorted(set(keys))
+  if len(groups) < n_folds:
+    raise ValueError(f"{len(groups)} ancestor groups cannot fill {n_folds} folds: "
+                     "lower n_folds or add notebooks from other ancestors")
+  index = {g: i for i, g in enumerate(groups)}
+  group_of_nb = np.array([index[k] for k in keys], np.int64)
+  cells_G = np.bincount(group_of_nb, weights=[nb.n_cells for nb in notebooks],
+                        minlength=len(groups))
+
+  rng = np.random.default_rng(seed)
+  shuffle_G = rng.permutation(len(groups))
+  size_class_G = np.floor(np.log2(np.maximum(cells_G, 1)))
+  # lexsort: last key is primary -> biggest size class first, random inside it.
+  visit = np.lexsort((shuffle_G, -size_class_G))
+  fold_label = rng.permutation(n_folds)  # which fold index gets which bin
+
+  load_F = np.zeros(n_folds)
+  fold_G = np.empty(len(groups), np.int64)
+  for g in visit:
+    f = int(np.argmin(load_F))
+    fold_G[g] = f
+    load_F[f] += cells_G[g]
+  return fold_label[fold_G][group_of_nb]
+
+
+def split_train_val(notebooks: Sequence[Notebook], *, fold: int = 0, n_folds: int = 5,
+                    seed: int = 0) -> tuple[list[Notebook], list[Notebook]]:
+  """(train, val): val is fold `fold` of `ancestor_folds`, train is the rest."""
+  if not 0 <= fold < n_folds:
+    raise ValueError(f"fold must be in [0, {n_folds}), got {fold}")
+  folds = ancestor_folds(notebooks, n_folds=n_folds, seed=seed)
+  train = [nb for nb, f in zip(notebooks, folds) if f != fold]
+  val = [nb for nb, f in zip(notebooks, folds) if f == fold]
+  return train, val
