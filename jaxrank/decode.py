@@ -1,0 +1,202 @@
+"""Turns per-cell model outputs into a full cell order that keeps the code order.
+
+The position convention every model shares: each cell gets a float *key* and
+sorting all cells by key gives the order. With `n = n_code`, code cell `k`
+(0-based, in the given order) has key `(k + 1) / (n + 1)`. A markdown cell in gap
+`g` (the number of code cells before it, `0..n`) lies strictly between code
+`g - 1` and code `g`; the `j`-th of the `m_g` markdown cells of that gap has key
+`(g + (j + 1) / (m_g + 1)) / (n + 1)`. All keys are in (0, 1). On equal keys a
+markdown cell goes before a code cell, and equal cells keep their input order, so
+decoding is deterministic.
+
+Code cells never move relative to each other, whatever keys a model predicts
+for the markdown cells: they are given in their true order.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxrank.data.types import CODE, MARKDOWN, Notebook
+
+
+def code_keys(n_code: int) -> np.ndarray:
+  """Keys of the code cells, in their given order: `(k + 1) / (n_code + 1)`."""
+  if n_code < 0:
+    raise ValueError(f"n_code must be >= 0, got {n_code}")
+  return np.arange(1, n_code + 1, dtype=np.float64) / (n_code + 1)
+
+
+def _check_order(nb: Notebook) -> tuple[str, ...]:
+  """Returns nb.order after checking it is a permutation that keeps code order."""
+  if nb.order is None:
+    raise ValueError(f"notebook {nb.id}: has no true order (order is None)")
+  order = nb.order
+  if len(order) != nb.n_cells or set(order) != set(nb.cell_ids):
+    missing = sorted(set(nb.cell_ids) - set(order))
+    extra = sorted(set(order) - set(nb.cell_ids))
+    raise ValueError(
+        f"notebook {nb.id}: order is not a permutation of its cells "
+        f"({len(order)} ids for {nb.n_cells} cells; missing {missing[:5]}, "
+        f"unknown {extra[:5]})")
+  types = dict(zip(nb.cell_ids, nb.cell_types))
+  code_in_order = tuple(c for c in order if types[c] == CODE)
+  if code_in_order != nb.code_ids:
+    bad = next(i for i, (a, b) in enumerate(zip(code_in_order, nb.code_ids)) if a != b)
+    raise ValueError(
+        f"notebook {nb.id}: code cells in the true order differ from the file "
+        f"order at code cell {bad} ({code_in_order[bad]} vs {nb.code_ids[bad]}); "
+        "the convention needs code cells given in their true order")
+  return order
+
+
+def true_gaps(nb: Notebook) -> np.ndarray:
+  """Gap index (0..n_code) of each markdown cell, aligned with `nb.markdown_ids`."""
+  order = _check_order(nb)
+  types = dict(zip(nb.cell_ids, nb.cell_types))
+  gap_of: dict[str, int] = {}
+  g = 0
+  for c in order:
+    if types[c] == CODE:
+      g += 1
+    else:
+      gap_of[c] = g
+  return np.array([gap_of[c] for c in nb.markdown_ids], dtype=np.int64)
+
+
+def true_keys(nb: Notebook) -> np.ndarray:
+  """True key of every cell, float [n_cells] aligned with `nb.cell_ids`."""
+  order = _check_order(nb)
+  types = dict(zip(nb.cell_ids, nb.cell_types))
+  n = nb.n_code
+  key_of: dict[str, float] = {}
+  # Walk the true order, collecting each gap's markdown run, then key the run.
+  g, run = 0, []
+  for c in list(order) + [None]:
+    if c is None or types[c] == CODE:
+      m = len(run)
+      for j, md in enumerate(run):
+        key_of[md] = (g + (j + 1) / (m + 1)) / (n + 1)
+      run = []
+      if c is not None:
+        key_of[c] = (g + 1) / (n + 1)
+        g += 1
+    else:
+      run.append(c)
+  return np.array([key_of[c] for c in nb.cell_ids], dtype=np.float64)
+
+
+def markdown_positions(nb: Notebook) -> np.ndarray:
+  """Indices into `nb.cell_ids` of the markdown cells (aligned with markdown_ids)."""
+  return np.array([i for i, t in enumerate(nb.cell_types) if t == MARKDOWN], dtype=np.int64)
+
+
+def order_from_keys(nb: Notebook, md_keys: Sequence[float] | np.ndarray) -> list[str]:
+  """The full order given keys for the markdown cells (aligned with markdown_ids).
+
+  Code cells keep their given order, for any keys (also outside (0, 1) or
+  infinite). Markdown ties with code go first; markdown ties among themselves
+  keep markdown_ids order.
+  """
+  md_keys = np.asarray(md_keys, dtype=np.float64)
+  n_md = nb.n_markdown
+  if md_keys.shape != (n_md,):
+    raise ValueError(
+        f"notebook {nb.id}: got md_keys of shape {md_keys.shape}, expected "
+        f"({n_md},) (one per markdown cell)")
+  if np.isnan(md_keys).any():
+    bad = int(np.flatnonzero(np.isnan(md_keys))[0])
+    raise ValueError(
+        f"notebook {nb.id}: key of markdown cell {nb.markdown_ids[bad]} is NaN")
+  code_ids, md_ids = nb.code_ids, nb.markdown_ids
+  keys = np.concatenate([code_keys(len(code_ids)), md_keys])
+  is_code = np.concatenate([np.ones(len(code_ids), np.int8), np.zeros(n_md, np.int8)])
+  idx = np.arange(keys.size)
+  # lexsort: last key is primary -> key, then markdown (0) before code (1), then index.
+  perm = np.lexsort((idx, is_code, keys))
+  ids = code_ids + md_ids
+  return [ids[i] for i in perm]
+
+
+def keys_from_gaps(gaps_M: Sequence[int] | np.ndarray, n_code: int,
+                   tiebreak_M: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+  """Keys inside the given gaps; `tiebreak` (ascending) orders cells sharing a gap.
+
+  Cells of one gap are spread evenly inside it, `(g + (r + 1) / (m_g + 1)) / (n + 1)`
+  with `r` the cell's rank within the gap (by tiebreak, then input order).
+  """
+  gaps = np.asarray(gaps_M, dtype=np.int64)
+  m = gaps.size
+  if gaps.ndim != 1:
+    raise ValueError(f"gaps must be 1-D, got shape {gaps.shape}")
+  if m and (gaps.min() < 0 or gaps.max() > n_code):
+    raise ValueError(f"gaps must be in [0, {n_code}], got range [{gaps.min()}, {gaps.max()}]")
+  tb = np.zeros(m) if tiebreak_M is None else np.asarray(tiebreak_M, dtype=np.float64)
+  if tb.shape != (m,):
+    raise ValueError(f"tiebreak has shape {tb.shape}, expected ({m},)")
+  if np.isnan(tb).any():
+    raise ValueError(f"tiebreak has NaN at markdown index {int(np.flatnonzero(np.isnan(tb))[0])}")
+  perm = np.lexsort((np.arange(m), tb, gaps))  # grouped by gap, then tiebreak, then index
+  g_sorted = gaps[perm]
+  counts = np.bincount(gaps, minlength=n_code + 1)
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  rank_sorted = np.arange(m) - starts[g_sorted]
+  keys = np.empty(m, dtype=np.float64)
+  keys[perm] = (g_sorted + (rank_sorted + 1) / (counts[g_sorted] + 1)) / (n_code + 1)
+  return keys
+
+
+def median_gaps(probs_MxG: np.ndarray) -> np.ndarray:
+  """Per row, the gap minimising the expected number of misplaced markdown-code pairs.
+
+  Placing a markdown cell in gap g when its true gap is t misorders exactly
+  |g - t| markdown-vs-code pairs, so the best gap is a median of the row's
+  distribution: the smallest g with CDF(g) >= 1/2.
+  """
+  p = np.asarray(probs_MxG, dtype=np.float64)
+  if p.ndim != 2 or p.shape[1] < 1:
+    raise ValueError(f"probs must be [n_markdown, n_code + 1], got shape {p.shape}")
+  if not np.isfinite(p).all() or (p < 0).any():
+    raise ValueError("probs must be finite and non-negative")
+  total = p.sum(axis=1, keepdims=True)
+  if (total <= 0).any():
+    raise ValueError(f"probs row {int(np.flatnonzero(total[:, 0] <= 0)[0])} sums to 0")
+  cdf = np.cumsum(p / total, axis=1)
+  # A small tolerance so an exact 1/2 split (e.g. [.5, .5]) picks the lower gap
+  # despite float rounding in the cumulative sum.
+  return np.argmax(cdf >= 0.5 - 1e-12, axis=1).astype(np.int64)
+
+
+def keys_from_gap_probs(probs_MxG: np.ndarray,
+                        tiebreak: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+  """Markdown keys from per-cell distributions over the G = n_code + 1 gaps.
+
+  Each markdown cell goes to its median gap (minimum expected misplaced
+  markdown-vs-code pairs). Cells sharing a gap are ordered by `tiebreak`
+  (ascending, e.g. an expected position); by default by the expected gap index
+  of their distribution, then by input order.
+  """
+  p = np.asarray(probs_MxG, dtype=np.float64)
+  gaps = median_gaps(p)
+  if tiebreak is None:
+    tiebreak = (p / p.sum(axis=1, keepdims=True)) @ np.arange(p.shape[1], dtype=np.float64)
+  return keys_from_gaps(gaps, p.shape[1] - 1, tiebreak)
+
+
+def keys_from_scores(code_scores_N: Sequence[float] | np.ndarray,
+                     md_scores_M: Sequence[float] | np.ndarray) -> np.ndarray:
+  """Markdown keys from one pointwise score per cell (code scores may be unsorted).
+
+  Sorting all cells by score and then putting the code cells back, in their true
+  order, into the slots the code cells took: a markdown cell's gap is the number
+  of code scores strictly below its score (ties: markdown first), and cells of
+  one gap keep their score order.
+  """
+  code = np.asarray(code_scores_N, dtype=np.float64)
+  md = np.asarray(md_scores_M, dtype=np.float64)
+  if np.isnan(code).any() or np.isnan(md).any():
+    raise ValueError("scores contain NaN")
+  gaps = np.searchsorted(np.sort(code), md, side="left")
+  return keys_from_gaps(gaps, code.size, md)

@@ -1,0 +1,184 @@
+"""Tests for jaxrank.decode: the key convention and gap decoding."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from jaxrank import decode
+from jaxrank.data.types import CODE, MARKDOWN, Notebook
+
+
+def make_notebook(true_types: list[str], md_file_perm: list[int] | None = None,
+                  nb_id: str = "nb") -> Notebook:
+  """A notebook whose true order has the given cell types; markdown shuffled in the file."""
+  ids = [f"c{i:03d}" for i in range(len(true_types))]
+  code = [c for c, t in zip(ids, true_types) if t == CODE]
+  md = [c for c, t in zip(ids, true_types) if t == MARKDOWN]
+  if md_file_perm is not None:
+    md = [md[i] for i in md_file_perm]
+  return Notebook(
+      id=nb_id,
+      cell_ids=tuple(code + md),
+      cell_types=(CODE,) * len(code) + (MARKDOWN,) * len(md),
+      sources=tuple("" for _ in ids),
+      order=tuple(ids),
+  )
+
+
+@st.composite
+def notebooks(draw, max_cells: int = 30) -> Notebook:
+  types = draw(st.lists(st.sampled_from([CODE, MARKDOWN]), min_size=0, max_size=max_cells))
+  n_md = sum(t == MARKDOWN for t in types)
+  perm = draw(st.permutations(list(range(n_md))))
+  return make_notebook(types, list(perm))
+
+
+def md_true_keys(nb: Notebook) -> np.ndarray:
+  return decode.true_keys(nb)[decode.markdown_positions(nb)]
+
+
+def test_code_keys():
+  np.testing.assert_allclose(decode.code_keys(3), [0.25, 0.5, 0.75])
+  assert decode.code_keys(0).shape == (0,)
+  with pytest.raises(ValueError):
+    decode.code_keys(-1)
+
+
+def test_true_keys_and_gaps_by_hand():
+  # True order m0 c0 m1 m2 c1 (file order: c0 c1 then markdown m2, m0, m1).
+  nb = Notebook(
+      id="hand", cell_ids=("c0", "c1", "m2", "m0", "m1"),
+      cell_types=(CODE, CODE, MARKDOWN, MARKDOWN, MARKDOWN),
+      sources=("",) * 5, order=("m0", "c0", "m1", "m2", "c1"))
+  keys = dict(zip(nb.cell_ids, decode.true_keys(nb)))
+  assert keys["c0"] == pytest.approx(1 / 3)
+  assert keys["c1"] == pytest.approx(2 / 3)
+  assert keys["m0"] == pytest.approx((0 + 1 / 2) / 3)
+  assert keys["m1"] == pytest.approx((1 + 1 / 3) / 3)
+  assert keys["m2"] == pytest.approx((1 + 2 / 3) / 3)
+  np.testing.assert_array_equal(decode.true_gaps(nb), [1, 0, 1])  # m2, m0, m1
+
+
+def test_markdown_after_last_code_is_in_last_gap():
+  nb = make_notebook([CODE, MARKDOWN, MARKDOWN])
+  np.testing.assert_array_equal(decode.true_gaps(nb), [1, 1])
+  np.testing.assert_allclose(md_true_keys(nb), [(1 + 1 / 3) / 2, (1 + 2 / 3) / 2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(notebooks())
+def test_true_keys_decode_to_true_order(nb):
+  keys = decode.true_keys(nb)
+  assert ((keys > 0) & (keys < 1)).all()
+  assert len(set(keys.tolist())) == nb.n_cells  # distinct: the order is unambiguous
+  assert decode.order_from_keys(nb, md_true_keys(nb)) == list(nb.order)
+  # Gaps agree with keys: gap g means g code keys below the markdown key.
+  gaps = decode.true_gaps(nb)
+  below = np.searchsorted(decode.code_keys(nb.n_code), md_true_keys(nb))
+  np.testing.assert_array_equal(gaps, below)
+
+
+@settings(max_examples=100, deadline=None)
+@given(notebooks(), st.data())
+def test_code_order_kept_for_any_keys(nb, data):
+  md_keys = data.draw(st.lists(
+      st.floats(min_value=-5, max_value=5) | st.sampled_from([np.inf, -np.inf]),
+      min_size=nb.n_markdown, max_size=nb.n_markdown))
+  order = decode.order_from_keys(nb, md_keys)
+  assert sorted(order) == sorted(nb.cell_ids)
+  code_set = set(nb.code_ids)
+  assert tuple(c for c in order if c in code_set) == nb.code_ids
+
+
+def test_order_from_keys_ties_and_errors():
+  nb = make_notebook([CODE, MARKDOWN, MARKDOWN, CODE])  # file: c000 c003 c001 c002
+  # Markdown keyed exactly at code 1's key goes before it; equal markdown keys keep md order.
+  assert decode.order_from_keys(nb, [2 / 3, 2 / 3]) == ["c000", "c001", "c002", "c003"]
+  assert decode.order_from_keys(nb, [-1.0, 7.0]) == ["c001", "c000", "c003", "c002"]
+  with pytest.raises(ValueError, match=r"notebook nb: key of markdown cell c002 is NaN"):
+    decode.order_from_keys(nb, [0.5, float("nan")])
+  with pytest.raises(ValueError, match="shape"):
+    decode.order_from_keys(nb, [0.5])
+
+
+def test_true_keys_errors():
+  nb = make_notebook([CODE, MARKDOWN])
+  with pytest.raises(ValueError, match="no true order"):
+    decode.true_keys(Notebook(nb.id, nb.cell_ids, nb.cell_types, nb.sources, None))
+  swapped = Notebook("bad", ("a", "b"), (CODE, CODE), ("", ""), order=("b", "a"))
+  with pytest.raises(ValueError, match="notebook bad: code cells"):
+    decode.true_gaps(swapped)
+  missing = Notebook("miss", ("a", "b"), (CODE, MARKDOWN), ("", ""), order=("a",))
+  with pytest.raises(ValueError, match="notebook miss: order is not a permutation"):
+    decode.true_keys(missing)
+
+
+def test_median_gap_on_hand_distributions():
+  probs = np.array([
+      [0.1, 0.2, 0.7],   # mass at the end -> gap 2
+      [0.3, 0.3, 0.4],   # median is gap 1 although the mode is gap 2
+      [0.5, 0.5, 0.0],   # exact split: smallest median
+      [0.0, 0.0, 1.0],
+      [4.0, 1.0, 1.0],   # unnormalised rows are normalised
+  ])
+  np.testing.assert_array_equal(decode.median_gaps(probs), [2, 1, 0, 2, 0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=8).filter(lambda p: sum(p) > 1e-3))
+def test_median_gap_minimises_expected_misplaced_pairs(p):
+  probs = np.array([p])
+  g = int(decode.median_gaps(probs)[0])
+  gaps = np.arange(len(p))
+  cost = [np.dot(probs[0], np.abs(gaps - h)) for h in gaps]  # E|g - t| = misplaced md-code pairs
+  assert cost[g] <= min(cost) + 1e-9
+
+
+def test_keys_from_gap_probs_places_cells_in_their_gaps_ordered_by_tiebreak():
+  # 2 code cells -> 3 gaps; md0 and md2 share gap 1, md1 in gap 0.
+  probs = np.array([[0.1, 0.8, 0.1], [0.9, 0.1, 0.0], [0.0, 0.6, 0.4]])
+  keys = decode.keys_from_gap_probs(probs, tiebreak=[0.9, 0.0, 0.1])
+  code = decode.code_keys(2)
+  np.testing.assert_array_equal(np.searchsorted(code, keys), [1, 0, 1])
+  assert keys[2] < keys[0]  # tiebreak puts md2 first inside gap 1
+  np.testing.assert_allclose(keys, [(1 + 2 / 3) / 3, (0 + 1 / 2) / 3, (1 + 1 / 3) / 3])
+  # Default tiebreak: expected gap (md0: 1.0, md2: 1.4) -> md0 first.
+  keys = decode.keys_from_gap_probs(probs)
+  assert keys[0] < keys[2]
+
+
+def test_keys_from_gap_probs_errors_and_empty():
+  assert decode.keys_from_gap_probs(np.zeros((0, 4))).shape == (0,)
+  with pytest.raises(ValueError, match="sums to 0"):
+    decode.keys_from_gap_probs(np.array([[0.0, 0.0]]))
+  with pytest.raises(ValueError, match="non-negative"):
+    decode.keys_from_gap_probs(np.array([[-0.1, 1.0]]))
+  with pytest.raises(ValueError, match="gaps must be in"):
+    decode.keys_from_gaps([3], n_code=2)
+
+
+def test_keys_from_scores_puts_code_back_in_order():
+  nb = make_notebook([MARKDOWN, CODE, MARKDOWN, CODE, CODE])  # file: c001 c003 c004 c000 c002
+  # Code scores out of order; md c000 scores lowest, md c002 between the 2nd and 3rd code scores.
+  code_scores = [0.5, 0.2, 0.9]
+  md_scores = [0.1, 0.6]
+  keys = decode.keys_from_scores(code_scores, md_scores)
+  assert decode.order_from_keys(nb, keys) == ["c000", "c001", "c003", "c002", "c004"]
+
+
+def test_many_random_notebooks_round_trip():
+  # A fixed-seed sweep beside the hypothesis property, on larger notebooks.
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    n = int(rng.integers(1, 200))
+    types = [CODE if x else MARKDOWN for x in rng.random(n) < 0.6]
+    n_md = types.count(MARKDOWN)
+    nb = make_notebook(types, list(rng.permutation(n_md)))
+    assert decode.order_from_keys(nb, md_true_keys(nb)) == list(nb.order)
+    # Decoding the true gaps through one-hot distributions also recovers the order
+    # when the true within-gap order is the tiebreak.
+    probs = np.eye(nb.n_code + 1)[decode.true_gaps(nb)]
+    keys = decode.keys_from_gap_probs(probs, tiebreak=md_true_keys(nb))
+    assert decode.order_from_keys(nb, keys) == list(nb.order)
