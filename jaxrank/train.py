@@ -10,9 +10,16 @@ write the run's results. The same command run again resumes from the newest
 checkpoint, including the data position (the batch order is a pure function
 of the step; see `jaxrank.data.batching.BatchSchedule`).
 
-A model family is a module with `Config` fields in `config.model`, and
-`build(cfg) -> nn.Module`, `loss_fn(outputs, batch, cfg)`,
-`markdown_keys(outputs, row, n_code, n_md, cfg)`; pick one by name in MODELS.
+A model family is a module with a config dataclass (fields from `config.model`)
+and
+    build(cfg) -> nn.Module                 # apply(vars, batch, deterministic, rngs)
+    loss_fn(outputs, batch, cfg) -> (loss, metrics)
+    markdown_keys(outputs, row, n_code, n_md, cfg) -> keys of one notebook's markdown
+and optionally
+    predict(model, params, batch, rng, cfg) -> outputs   # jit-able; default: a
+                                                         # deterministic forward
+pick one by name in MODELS. Features come from `jaxrank.features` by
+`config.features.kind`.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
 
 # name -> (module, config class name)
-MODELS = {"bow_mlp": ("jaxrank.models.bow_mlp", "BowMlpConfig")}
+MODELS = {"bow_mlp": ("jaxrank.models.bow_mlp", "BowMlpConfig"),
+          "diffusion": ("jaxrank.models.diffusion", "DiffusionConfig"),
+          "roberta_cells": ("jaxrank.models.rankers", "CellsConfig"), "roberta_pointwise": ("jaxrank.models.rankers", "PointwiseConfig")}
 
 
 # --- model family -------------------------------------------------------------
@@ -71,9 +80,9 @@ def family_from_config(config, vocab_size: int) -> Family:
 
 # --- optimiser ------------------------------------------------------------------
 def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
+  warmup = max(1, min(optim.warmup_steps, total_steps - 1))
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.lr, warmup_steps=max(warmup, 1), decay_steps=max(total_steps, warmup + 1),
+      0.0, optim.lr, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
       end_value=optim.lr * optim.final_lr_fraction)
   tx = optax.chain(optax.clip_by_global_norm(optim.clip_norm),
                    optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
@@ -120,7 +129,8 @@ def train_step(state: train_state.TrainState, batch, rng, *, family: Family, sch
   return state, aux
 
 
-def forward(params, batch, *, apply_fn):
+def forward(params, batch, rng, *, apply_fn):
+  del rng
   return apply_fn({"params": params}, batch, deterministic=True)
 
 
@@ -142,25 +152,42 @@ def split_data(nbs, data_cfg) -> tuple[list[Notebook], list[Notebook]]:
 class Predictor:
   """Trained params + featurizer -> full cell orders for any notebooks."""
 
-  def __init__(self, family: Family, params, featurizer, data_cfg, mesh):
+  def __init__(self, family: Family, params, featurizer, data_cfg, mesh, *,
+               features_kind: str = "bow", seed: int = 0):
     self.family, self.params, self.featurizer = family, params, featurizer
-    self.data_cfg, self.mesh = data_cfg, mesh
+    self.data_cfg, self.mesh, self.features_kind = data_cfg, mesh, features_kind
+    self.rng = jax.random.key(seed)
     model = family.build()
-    self._fwd = jax.jit(functools.partial(forward, apply_fn=model.apply),
-                        out_shardings=NamedSharding(mesh, P()))
+    custom = getattr(family.module, "predict", None)
+    fn = (functools.partial(custom, model, cfg=family.cfg) if custom
+          else functools.partial(forward, apply_fn=model.apply))
+    self._fwd = jax.jit(fn, out_shardings=NamedSharding(mesh, P()))
+    self._cfg_fwd = {}
 
   def predict(self, notebooks: Sequence[Notebook], cfg_override: Any = None) -> dict[str, list[str]]:
-    items = features.items(self.featurizer, notebooks)
+    items = features.items_any(self.features_kind, self.featurizer, notebooks)
     return self.predict_items(notebooks, items, cfg_override)
+
+  def _fwd_for(self, cfg):
+    """The jitted forward for a model config (decode-time overrides may change it)."""
+    if cfg is self.family.cfg or getattr(self.family.module, "predict", None) is None:
+      return self._fwd
+    if cfg not in self._cfg_fwd:
+      model = self.family.module.build(cfg)
+      fn = functools.partial(self.family.module.predict, model, cfg=cfg)
+      self._cfg_fwd[cfg] = jax.jit(fn, out_shardings=NamedSharding(self.mesh, P()))
+    return self._cfg_fwd[cfg]
 
   def predict_items(self, notebooks, items, cfg_override=None) -> dict[str, list[str]]:
     cfg = cfg_override or self.family.cfg
+    fwd = self._fwd_for(cfg)
     preds: dict[str, list[str]] = {}
     for b in batching.eval_batches(items, buckets=self.data_cfg.buckets,
                                    cells_per_batch=self.data_cfg.cells_per_batch,
                                    row_multiple=jax.device_count()):
       arrays = {k: v for k, v in b.arrays.items() if not k.startswith("target_")}
-      out = jax.device_get(self._fwd(self.params, shard_batch(arrays, self.mesh)))
+      # Same key for every batch: predictions depend only on the seed.
+      out = jax.device_get(fwd(self.params, shard_batch(arrays, self.mesh), self.rng))
       for row, j in enumerate(b.nb_index):
         if j < 0:
           continue
@@ -201,6 +228,12 @@ def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: in
   repl = NamedSharding(mesh, P())
   shardings = jax.tree.map(lambda _: repl, abstract)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+  hook = getattr(family.module, "pretrained_params", None)  # e.g. encoder weights from the store
+  params = state.params if hook is None else hook(state.params, family.cfg)
+  if params is not state.params:
+    params = jax.device_put(params, shardings.params)
+    state = jax.jit(lambda p: train_state.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
+                    out_shardings=shardings)(params)
   return state, shardings
 
 
@@ -220,11 +253,11 @@ def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor
   if not cfg_path.exists():
     raise FileNotFoundError(f"{workdir} is not a run folder: no config.json")
   config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
-  featurizer = features.load(workdir)
+  kind, featurizer = features.load_any(workdir)
   family = family_from_config(config, featurizer.vocab_size)
   mesh = make_mesh()
   tx, _ = make_optimizer(config.optim, 1)
-  example = batching.collate([_dummy_item(featurizer)], config.data.buckets[0])
+  example = batching.collate([_dummy_item(kind, featurizer)], config.data.buckets[0])
   state, _ = create_state(family, tx, example, config.train.seed, mesh)
   ckpt = checkpoint.Checkpointer(workdir)
   try:
@@ -234,12 +267,13 @@ def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {workdir}")
   state, _ = restored
-  return Predictor(family, state.params, featurizer, config.data, mesh), config
+  return Predictor(family, state.params, featurizer, config.data, mesh, features_kind=kind,
+                   seed=config.train.seed), config
 
 
-def _dummy_item(featurizer):
+def _dummy_item(kind, featurizer):
   nb = Notebook("dummy", ("a", "b"), ("code", "markdown"), ("x", "y"), ("a", "b"))
-  return features.items(featurizer, [nb])[0]
+  return features.items_any(kind, featurizer, [nb])[0]
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -263,14 +297,15 @@ def train_and_evaluate(config, workdir: str | Path, *,
   nbs = load_notebooks(config.data)
   train_nbs, val_nbs = split_data(nbs, config.data)
   logging.info("data: %d train / %d validation notebooks", len(train_nbs), len(val_nbs))
+  kind = config.features.kind
   try:
-    featurizer = features.load(workdir)
+    _, featurizer = features.load_any(workdir)
+    train_items = features.items_any(kind, featurizer, train_nbs)
   except FileNotFoundError:
-    featurizer = features.fit(config.features, train_nbs)
+    featurizer, train_items = features.fit_any(config.features, train_nbs)
     if is_main:
-      features.save(featurizer, workdir)
-  train_items = features.items(featurizer, train_nbs)
-  val_items = features.items(featurizer, val_nbs)
+      features.save_any(kind, featurizer, workdir)
+  val_items = features.items_any(kind, featurizer, val_nbs)
   logging.info("features: vocab %d, featurized in %.1fs", featurizer.vocab_size, time.time() - t_start)
 
   mesh = make_mesh()
@@ -286,7 +321,8 @@ def train_and_evaluate(config, workdir: str | Path, *,
   step_fn = jax.jit(functools.partial(train_step, family=family, schedule=schedule),
                     in_shardings=(state_sh, data_sh, repl), out_shardings=(state_sh, repl),
                     donate_argnums=0)
-  predictor = Predictor(family, None, featurizer, config.data, mesh)
+  predictor = Predictor(family, None, featurizer, config.data, mesh, features_kind=kind,
+                        seed=config.train.seed)
 
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   best_tau, wall_before = -math.inf, 0.0
@@ -297,7 +333,8 @@ def train_and_evaluate(config, workdir: str | Path, *,
     logging.info("resumed from step %d (epoch %d, batch %d)", int(state.step),
                  *sched.position(int(state.step)))
   step = int(state.step)
-  rng = jax.random.key(config.train.seed)
+  # rbg keys: dropout masks compile ~3x and run ~2x faster on CPU than threefry.
+  rng = jax.random.key(config.train.seed, impl=config.train.rng_impl)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   rec.update_run(total_steps=total, n_params=int(n_params), batches_per_epoch=sched.batches_per_epoch)
   logging.info("model %s: %.2fM params; %d steps (%d per epoch) on %d devices", config.model.name,

@@ -27,6 +27,8 @@ Arrays = dict[str, np.ndarray]
 
 # Per-cell fields and their padding values; extra per-cell fields (e.g. token
 # ids of a subword featurizer) are padded with zeros.
+# Fields with two cell axes ([n, n], e.g. cell-cell similarity), padded on both.
+PAIR_FIELDS = ("sim",)
 _PAD = {"is_code": False, "cell_mask": False, "code_pos": 0.0, "target_key": 0.0,
         "target_gap": -1, "cell_index": -1}
 
@@ -80,11 +82,16 @@ def collate(items: Sequence[Arrays | None], n_cells: int) -> Arrays:
   template = next(it for it in items if it is not None)
   out: Arrays = {}
   for key, ref in template.items():
-    shape = (len(items), n_cells) + ref.shape[1:]
+    pair = key in PAIR_FIELDS
+    shape = (len(items), n_cells) + ((n_cells,) if pair else ref.shape[1:])
     arr = np.full(shape, _PAD.get(key, 0), dtype=ref.dtype)
     for r, it in enumerate(items):
       if it is not None:
-        arr[r, : len(it[key])] = it[key]
+        n = len(it[key])
+        if pair:
+          arr[r, :n, :n] = it[key]
+        else:
+          arr[r, :n] = it[key]
     out[key] = arr
   n_code = np.array([0 if it is None else int(it["is_code"].sum()) for it in items], np.int32)
   out["n_code"] = n_code

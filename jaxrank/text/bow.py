@@ -62,6 +62,12 @@ class BowFeaturizer:
 
   @classmethod
   def fit(cls, texts: Sequence[str], config: BowConfig) -> "BowFeaturizer":
+    return cls.fit_transform(texts, config)[0]
+
+  @classmethod
+  def fit_transform(cls, texts: Sequence[str], config: BowConfig
+                    ) -> tuple["BowFeaturizer", sp.csr_matrix]:
+    """Fits on `texts` and returns their matrix too (tokenizes them once)."""
     texts = _truncate(texts, config.max_chars)
     common = dict(use_idf=config.use_idf, sublinear_tf=config.sublinear_tf,
                   lowercase=config.lowercase, min_df=config.min_df,
@@ -74,9 +80,9 @@ class BowFeaturizer:
       vecs["char"] = TfidfVectorizer(
           analyzer="char_wb", ngram_range=tuple(config.char_ngrams),
           max_features=config.char_vocab, **common)
-    for v in vecs.values():
-      v.fit(texts)
-    return cls(config, vecs)
+    blocks = [sp.csr_matrix((len(texts), 1), dtype=np.float32)]
+    blocks += [v.fit_transform(texts) for v in vecs.values()]
+    return cls(config, vecs), sp.hstack(blocks, format="csr", dtype=np.float32)
 
   def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
     """Sparse [N, vocab_size] matrix; column 0 (padding) is always empty."""
@@ -98,7 +104,7 @@ class BowFeaturizer:
       vocab = {term: int(i) for term, i in v.vocabulary_.items()}
       meta["vectorizers"][name] = {"params": _jsonable_params(v), "vocabulary": vocab}
       if self.config.use_idf:
-        buf = _npy_bytes(v.idf_.astype(np.float32))
+        buf = _npy_bytes(np.asarray(v.idf_))  # native dtype: a resumed run must match bitwise
         io_utils.atomic_write_bytes(folder / f"idf_{name}.npy", buf)
     io_utils.atomic_write_text(folder / "featurizer.json", json.dumps(meta))
     return folder
@@ -140,6 +146,11 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 
 def csr_to_bags(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
   """Keeps the k largest entries of each row of a CSR matrix, as padded bags."""
+  # Canonical entry order first: fit_transform and transform can list a row's
+  # entries differently, and ties in weight must break the same way for both
+  # (a resumed run recomputes features with transform and must match bitwise).
+  m.sum_duplicates()
+  m.sort_indices()
   n = m.shape[0]
   ids = np.zeros((n, k), np.int32)
   weights = np.zeros((n, k), np.float32)
