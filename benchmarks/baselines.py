@@ -23,6 +23,7 @@ To add a row from elsewhere (e.g. a trained model):
 
 from __future__ import annotations
 
+import ast
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -141,11 +142,54 @@ def tfidf_ridge(train: Sequence[Notebook], val: Sequence[Notebook], *,
   return preds
 
 
+def tfidf_nearest_code(train: Sequence[Notebook], val: Sequence[Notebook]) -> dict[str, list[str]]:
+  """Each markdown cell just before the code cell of highest TF-IDF cosine.
+
+  The TF-IDF twin of DESIGN.md's frozen-MiniLM heuristic; uses the BOW-MLP's
+  featurizer (fitted on train) and its cell-cell similarity feature.
+  """
+  from experiments.configs import bow_mlp as bow_config
+  from jaxrank import features
+  featurizer = features.fit(bow_config.get_config().features, train)
+  preds = {}
+  for nb, it in zip(val, features.items(featurizer, val)):
+    n = nb.n_code
+    sim = it["sim"].astype(np.float32)[n:, :n]
+    keys = (sim.argmax(1) + 0.5) / (n + 1) if n else np.full(nb.n_markdown, 0.5)
+    preds[nb.id] = decode.order_from_keys(nb, keys)
+  return preds
+
+
+def bow_mlp(data_dir: str, fold: int, n_folds: int, seed: int, overrides: Sequence[str] = ()
+            ) -> Ranker:
+  """Our BOW-MLP, trained by the real trainer on the same fold (in a temp workdir)."""
+  def ranker(train: Sequence[Notebook], val: Sequence[Notebook]) -> dict[str, list[str]]:
+    import tempfile
+    from experiments.configs import bow_mlp as bow_config
+    from jaxrank import train as trainer
+    config = bow_config.get_config()
+    config.data.data_dir, config.data.fold = data_dir, fold
+    config.data.n_folds, config.data.seed = n_folds, seed
+    for item in overrides:
+      key, value = item.split("=", 1)
+      node = config
+      *path, leaf = key.split(".")
+      for part in path:
+        node = node[part]
+      node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+    with tempfile.TemporaryDirectory() as wd:
+      trainer.train_and_evaluate(config, wd)
+      predictor, _ = trainer.load_predictor(wd)
+      return predictor.predict(val)
+  return ranker
+
+
 BASELINES: dict[str, Ranker] = {
     "order_as_given": order_as_given,
     "markdown_first": markdown_first,
     "xgb_ranker": xgb_ranker,
     "tfidf_ridge": tfidf_ridge,
+    "tfidf_nearest_code": tfidf_nearest_code,
 }
 
 
@@ -207,6 +251,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Fold seed.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Optional cache folder for the loader.")
 _ONLY = flags.DEFINE_list("only", None, f"Subset of rows to run, from {list(BASELINES)}.")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the table (atomic write).")
+_BOW = flags.DEFINE_bool("bow_mlp", True, "Also train and score our BOW-MLP (row 'bow_mlp').")
+_BOW_OVERRIDES = flags.DEFINE_list("bow_overrides", [], "config overrides, e.g. train.epochs=4")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -220,7 +266,11 @@ def main(argv: Sequence[str]) -> None:
   unknown = [n for n in names if n not in BASELINES]
   if unknown:
     raise app.UsageError(f"unknown rows {unknown}; choose from {list(BASELINES)}")
-  rows = run_rankers({n: BASELINES[n] for n in names}, train, val)
+  rankers = {n: BASELINES[n] for n in names}
+  if _BOW.value:
+    rankers["bow_mlp"] = bow_mlp(_DATA_DIR.value, _FOLD.value, _N_FOLDS.value, _SEED.value,
+                                 _BOW_OVERRIDES.value)
+  rows = run_rankers(rankers, train, val)
   print(format_table(rows))
   if _OUT.value:
     io_utils.atomic_write_json(_OUT.value, {
