@@ -7,8 +7,6 @@ Prints the metrics table and saves it (eval/<split>.json, per-notebook CSV,
 predictions/<split>.csv) in the workdir.
 """
 
-import json
-
 from absl import app, flags
 
 from experiments import common
@@ -40,8 +38,9 @@ def main(argv):
   rec = results.RunRecorder(_WORKDIR.value)
   rec.write_eval(name, table, per_nb)
   rec.write_predictions(name, preds)
-  print(results.format_table([dict(split=name, **table)]) if hasattr(results, "format_table")
-        else json.dumps(table, indent=2))
+  print(f"{_WORKDIR.value} on {_DATA_DIR.value} [{name}], {len(nbs)} notebooks:")
+  for k, v in table.items():
+    print(f"  {k:30s} {v:.4f}")
 
 
 if __name__ == "__main__":
