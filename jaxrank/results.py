@@ -1,0 +1,536 @@
+"""Results recorded beside every run, as plain files that outlive any service.
+
+A run's workdir (`WS/runs/NAME/`) holds:
+
+  config.json                  resolved config
+  code_version.json            jaxrank version + sha256 of all jaxrank/ and
+                               experiments/ .py sources (clusters have no git)
+  run.json                     model, data_dir, status (running | preempted |
+                               done | failed), steps, wall time, start/finish
+                               times, host, jax devices, argv, ...
+  metrics.jsonl                one JSON object per line:
+                               {"step", "split", "time", "metrics": {...}}
+  eval/{split}.json            final metrics of a split
+  eval/{split}_per_notebook.csv  id, n_cells, n_markdown, tau
+  predictions/{split}.csv      Kaggle `id,cell_order`
+  plots/                       training curves, tau by notebook length
+  checkpoints/                 Orbax (written by jaxrank.checkpoint)
+
+Every write but the metrics log is atomic (temp file + rename). The log is
+append-only: each line goes out in one `write(2)` on an O_APPEND descriptor, so
+a `kill -9` leaves at most a torn last line, which readers skip with a warning
+and the next writer terminates before it appends.
+
+Typical use in a trainer:
+
+  rec = RunRecorder(workdir, enabled=jax.process_index() == 0)
+  rec.write_config(config.to_dict(), argv=sys.argv)
+  rec.start(model=config.model.name, data_dir=config.data.data_dir)
+  ...
+  rec.log(step, "train", {"loss": loss})
+  rec.update_run(steps=step)                 # also refreshes wall_time_s
+  ...
+  rec.finish("preempted", steps=step)        # or "done" / "failed"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from jaxrank import io_utils
+
+if TYPE_CHECKING:
+  import pandas as pd
+
+TAU_KEY = "kendall_tau"
+STATUSES = ("running", "preempted", "done", "failed")
+SPLITS = ("train", "val")
+# The split whose eval metrics go unprefixed into the results table.
+PRIMARY_SPLITS = ("val", "valid", "test")
+
+CONFIG_FILE = "config.json"
+CODE_VERSION_FILE = "code_version.json"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+EVAL_DIR = "eval"
+PREDICTIONS_DIR = "predictions"
+PLOTS_DIR = "plots"
+CHECKPOINTS_DIR = "checkpoints"
+
+_log = logging.getLogger(__name__)
+
+
+def _now_iso() -> str:
+  return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _to_float(value: Any) -> float:
+  # Accepts python/numpy/jax scalars and 0-d arrays.
+  return float(value)
+
+
+def _to_plain(obj: Any) -> Any:
+  """Turns a config (ConfigDict, FrozenConfigDict, dataclass, ...) into JSON-able data."""
+  if hasattr(obj, "to_dict") and callable(obj.to_dict):
+    obj = obj.to_dict()
+  if isinstance(obj, Mapping):
+    return {str(k): _to_plain(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_to_plain(v) for v in obj]
+  if isinstance(obj, (str, int, float, bool)) or obj is None:
+    return obj
+  if isinstance(obj, os.PathLike):
+    return os.fspath(obj)
+  if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
+    return obj.item()  # numpy / jax scalar
+  return str(obj)
+
+
+def _source_root() -> Path:
+  return Path(__file__).resolve().parent.parent
+
+
+def code_version() -> dict:
+  """Identifies the code without git: package version + hash of all sources.
+
+  The hash covers every `.py` file under `jaxrank/` and `experiments/` (sorted
+  relative paths and their bytes), so two runs with equal `source_sha256` ran
+  the same library and entry points.
+  """
+  import jaxrank  # pylint: disable=g-import-not-at-top
+
+  root = _source_root()
+  h = hashlib.sha256()
+  n_files = 0
+  for pkg in ("jaxrank", "experiments"):
+    pkg_dir = root / pkg
+    if not pkg_dir.is_dir():
+      continue
+    for path in sorted(pkg_dir.rglob("*.py")):
+      rel = path.relative_to(root).as_posix()
+      if "__pycache__" in rel:
+        continue
+      data = path.read_bytes()
+      # Length-prefix both parts so no two file sets can hash the same.
+      h.update(f"{len(rel)}:{rel}\n{len(data)}:".encode())
+      h.update(data)
+      n_files += 1
+  return {
+      "jaxrank_version": jaxrank.__version__,
+      "source_sha256": h.hexdigest(),
+      "n_source_files": n_files,
+  }
+
+
+class RunRecorder:
+  """Writes a run's result files into `workdir`.
+
+  With `enabled=False` (the non-main processes of a multi-host job) every
+  method does nothing, so callers need no `if process_index == 0` around it.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
+    self.workdir = Path(workdir)
+    self.enabled = enabled
+    self._t0: float | None = None  # monotonic time of start() in this process
+    self._wall_before = 0.0  # wall time of earlier segments (before a requeue)
+    self._log_checked = False
+    if enabled:
+      self.workdir.mkdir(parents=True, exist_ok=True)
+
+  # -- config and run.json --------------------------------------------------
+
+  def write_config(self, config: Any, argv: Sequence[str] | None = None) -> None:
+    """Writes config.json and code_version.json (and argv into run.json)."""
+    if not self.enabled:
+      return
+    io_utils.atomic_write_json(self.workdir / CONFIG_FILE, _to_plain(config))
+    io_utils.atomic_write_json(self.workdir / CODE_VERSION_FILE, code_version())
+    if argv is not None:
+      self.update_run(argv=list(argv))
+
+  def read_run(self) -> dict:
+    return read_run(self.workdir)
+
+  def update_run(self, **fields: Any) -> None:
+    """Merges `fields` into run.json (atomic rewrite).
+
+    `status="running"` from a new process starts a segment: keeps the first
+    `started` time, sets `segment_started`, host and pid, counts `n_starts`.
+    `status="done"|"failed"` sets `finished`. After `start()`, every update
+    also refreshes `wall_time_s` (summed over all segments of a requeued run).
+    """
+    if not self.enabled:
+      return
+    if "status" in fields and fields["status"] not in STATUSES:
+      raise ValueError(
+          f"{self.workdir / RUN_FILE}: status {fields['status']!r} is not one of {STATUSES}")
+    run = self.read_run()
+    now = _now_iso()
+    status = fields.get("status")
+    host = socket.gethostname()
+    if status == "running" and (run.get("status") != "running" or run.get("pid") != os.getpid()
+                                or run.get("host") != host):
+      # A new segment of the run (first start, or resumed after a requeue).
+      run.setdefault("started", now)
+      run["segment_started"] = now
+      run["n_starts"] = int(run.get("n_starts", 0) or 0) + 1
+      run["host"] = host
+      run["pid"] = os.getpid()
+      run["finished"] = None
+    elif status in ("done", "failed") and "finished" not in fields:
+      run["finished"] = now
+    run.update(_to_plain(fields))
+    if self._t0 is not None:
+      run["wall_time_s"] = round(self._wall_before + time.monotonic() - self._t0, 3)
+    run["updated"] = now
+    io_utils.atomic_write_json(self.workdir / RUN_FILE, run)
+
+  def start(self, **fields: Any) -> None:
+    """Marks the run (or this segment of a requeued run) as running.
+
+    Besides what `update_run(status="running")` records (first `started`
+    time, `n_starts`, host, pid), records the jax devices and makes later
+    updates keep `wall_time_s`, summed over all segments.
+    """
+    if not self.enabled:
+      return
+    run = self.read_run()
+    self._wall_before = float(run.get("wall_time_s", 0.0) or 0.0)
+    self._t0 = time.monotonic()
+    info: dict[str, Any] = {"status": "running"}
+    try:
+      import jax  # pylint: disable=g-import-not-at-top
+
+      info["jax_devices"] = [str(d) for d in jax.devices()]
+      info["jax_process_count"] = jax.process_count()
+    except Exception as e:  # pylint: disable=broad-except
+      info["jax_devices"] = f"unavailable: {e}"
+    info.update(fields)
+    self.update_run(**info)
+
+  def finish(self, status: str, **fields: Any) -> None:
+    """Ends this segment with `status` (done | preempted | failed)."""
+    if not self.enabled:
+      return
+    self.update_run(status=status, segment_finished=_now_iso(), **fields)
+
+  # -- metrics log ----------------------------------------------------------
+
+  def log(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+    """Appends one line to metrics.jsonl; it is in the file when this returns."""
+    if not self.enabled:
+      return
+    record = {
+        "step": int(step),
+        "split": str(split),
+        "time": round(time.time(), 3),
+        "metrics": {str(k): _to_float(v) for k, v in metrics.items()},
+    }
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    path = self.workdir / METRICS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      if not self._log_checked:
+        # A kill -9 may have left a torn last line: end it so the new line stays whole.
+        self._log_checked = True
+        size = os.fstat(fd).st_size
+        if size:
+          with open(path, "rb") as f:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+              line = b"\n" + line
+      os.write(fd, line)  # one syscall: a reader never sees half of it (local fs)
+    finally:
+      os.close(fd)
+
+  # -- evaluation, predictions, plots --------------------------------------
+
+  def write_eval(self, split: str, metrics: Mapping[str, Any],
+                 per_notebook: "pd.DataFrame | None" = None) -> None:
+    """Writes eval/{split}.json and, if given, eval/{split}_per_notebook.csv."""
+    if not self.enabled:
+      return
+    out = {"split": split, "written": _now_iso(),
+           "metrics": {str(k): _to_float(v) for k, v in metrics.items()}}
+    io_utils.atomic_write_json(self.workdir / EVAL_DIR / f"{split}.json", out)
+    if per_notebook is not None:
+      required = ("id", "n_cells", "n_markdown", "tau")
+      missing = [c for c in required if c not in per_notebook.columns]
+      if missing:
+        raise ValueError(
+            f"{self.workdir / EVAL_DIR}: per-notebook table for split {split!r} lacks "
+            f"columns {missing} (has {list(per_notebook.columns)})")
+      io_utils.atomic_write_text(self.workdir / EVAL_DIR / f"{split}_per_notebook.csv",
+                                 per_notebook.to_csv(index=False))
+
+  def write_predictions(self, split: str, preds: Mapping[str, Sequence[str]]) -> Path:
+    """Writes predictions/{split}.csv in Kaggle format (`id,cell_order`)."""
+    path = self.workdir / PREDICTIONS_DIR / f"{split}.csv"
+    if not self.enabled:
+      return path
+    try:
+      from jaxrank import submission  # pylint: disable=g-import-not-at-top
+      write_submission = submission.write_submission
+    except (ImportError, AttributeError):
+      write_submission = None
+    if write_submission is not None:
+      return Path(write_submission(path, preds))
+    lines = ["id,cell_order"]
+    for nb_id, order in preds.items():
+      if isinstance(order, str):
+        raise ValueError(f"{path}: notebook {nb_id}: cell order must be a sequence of "
+                         f"cell ids, got the string {order[:40]!r}")
+      lines.append(f"{nb_id},{' '.join(order)}")
+    return io_utils.atomic_write_text(path, "\n".join(lines) + "\n")
+
+  def make_plots(self) -> list[Path]:
+    """Draws plots/training_curves.png and plots/tau_by_length_{split}.png."""
+    if not self.enabled:
+      return []
+    paths = []
+    metrics = read_metrics(self.workdir)
+    if len(metrics):
+      paths.append(plot_training_curves(metrics, self.workdir / PLOTS_DIR / "training_curves.png",
+                                        title=self.workdir.name))
+    for csv in sorted((self.workdir / EVAL_DIR).glob("*_per_notebook.csv")):
+      import pandas as pd  # pylint: disable=g-import-not-at-top
+
+      split = csv.name[: -len("_per_notebook.csv")]
+      table = pd.read_csv(csv)
+      if len(table):
+        paths.append(plot_tau_by_length(
+            table, self.workdir / PLOTS_DIR / f"tau_by_length_{split}.png",
+            title=f"{self.workdir.name} ({split})"))
+    return paths
+
+
+# -- readers ------------------------------------------------------------------
+
+
+def read_run(workdir: str | os.PathLike) -> dict:
+  path = Path(workdir) / RUN_FILE
+  if not path.exists():
+    return {}
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON: {e}") from e
+
+
+def read_metrics(workdir: str | os.PathLike) -> "pd.DataFrame":
+  """Reads metrics.jsonl into a frame with columns step, split, time, <metrics>.
+
+  A resumed run re-logs the steps after its last checkpoint: the last line per
+  (split, step) wins. Torn or garbled lines (kill -9) are skipped with a warning.
+  """
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  path = Path(workdir) / METRICS_FILE
+  rows = []
+  if path.exists():
+    with open(path, "rb") as f:
+      for lineno, raw in enumerate(f, 1):
+        if not raw.strip():
+          continue
+        try:
+          rec = json.loads(raw)
+          row = {"step": int(rec["step"]), "split": str(rec["split"]),
+                 "time": float(rec.get("time", math.nan))}
+          row.update({k: float(v) for k, v in rec.get("metrics", {}).items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+          _log.warning("%s:%d: skipping unreadable line (%s): %r", path, lineno, e, raw[:80])
+          continue
+        rows.append(row)
+  if not rows:
+    return pd.DataFrame(columns=["step", "split", "time"])
+  df = pd.DataFrame(rows)
+  df = df.drop_duplicates(subset=["split", "step"], keep="last")
+  return df.sort_values(["split", "step"], kind="stable").reset_index(drop=True)
+
+
+def read_eval(workdir: str | os.PathLike) -> dict[str, dict[str, float]]:
+  """Returns {split: metrics} from eval/*.json."""
+  out = {}
+  for path in sorted((Path(workdir) / EVAL_DIR).glob("*.json")):
+    try:
+      data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON: {e}") from e
+    out[data.get("split", path.stem)] = dict(data.get("metrics", {}))
+  return out
+
+
+def _get(d: Mapping, dotted: str) -> Any:
+  for key in dotted.split("."):
+    if not isinstance(d, Mapping) or key not in d:
+      return None
+    d = d[key]
+  return d
+
+
+def collect_runs(workspace_root: str | os.PathLike) -> "pd.DataFrame":
+  """One row per run folder under `workspace_root/runs/`, best Kendall tau first.
+
+  Columns: run, model, data, status, steps, wall_time_s, n_starts, started,
+  finished, source_sha256, eval_split, the primary split's metrics (val, else
+  test, else the only one) unprefixed, other splits' metrics as `split/metric`.
+  """
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  runs_dir = Path(workspace_root) / "runs"
+  rows = []
+  if runs_dir.is_dir():
+    for workdir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+      if not any((workdir / f).exists() for f in (RUN_FILE, CONFIG_FILE, METRICS_FILE)):
+        continue
+      run = read_run(workdir)
+      config = {}
+      if (workdir / CONFIG_FILE).exists():
+        config = json.loads((workdir / CONFIG_FILE).read_text())
+      code = {}
+      if (workdir / CODE_VERSION_FILE).exists():
+        code = json.loads((workdir / CODE_VERSION_FILE).read_text())
+      evals = read_eval(workdir)
+      steps = run.get("steps")
+      if steps is None:
+        m = read_metrics(workdir)
+        steps = int(m["step"].max()) if len(m) else None
+      row = {
+          "run": workdir.name,
+          "model": run.get("model") or _get(config, "model.name"),
+          "data": run.get("data_dir") or _get(config, "data.data_dir"),
+          "status": run.get("status"),
+          "steps": steps,
+          "wall_time_s": run.get("wall_time_s", run.get("wall_s")),
+          "n_starts": run.get("n_starts"),
+          "started": run.get("started"),
+          "finished": run.get("finished"),
+          "source_sha256": (code.get("source_sha256") or "")[:12] or None,
+      }
+      primary = next((s for s in PRIMARY_SPLITS if s in evals), None)
+      if primary is None and len(evals) == 1:
+        primary = next(iter(evals))
+      row["eval_split"] = primary
+      if primary is not None:
+        row.update(evals[primary])
+      for split, metrics in evals.items():
+        if split != primary:
+          row.update({f"{split}/{k}": v for k, v in metrics.items()})
+      rows.append(row)
+  if not rows:
+    return pd.DataFrame(columns=["run", "model", "data", "status", "steps", "wall_time_s",
+                                 TAU_KEY])
+  df = pd.DataFrame(rows)
+  if TAU_KEY not in df.columns:
+    df[TAU_KEY] = math.nan
+  # Metric columns after the descriptive ones, tau first.
+  fixed = ["run", "model", "data", "status", "steps", "wall_time_s", TAU_KEY]
+  df = df[fixed + [c for c in df.columns if c not in fixed]]
+  return df.sort_values(TAU_KEY, ascending=False, na_position="last",
+                        kind="stable").reset_index(drop=True)
+
+
+# -- plots --------------------------------------------------------------------
+
+
+def _save_figure(fig, path: Path) -> Path:
+  buf = io.BytesIO()
+  fig.tight_layout()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  plt.close(fig)
+  return io_utils.atomic_write_bytes(path, buf.getvalue())
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  return plt
+
+
+def plot_training_curves(metrics: "pd.DataFrame", path: str | os.PathLike,
+                         title: str = "") -> Path:
+  """One panel per metric: train loss and validation tau (and any others) vs step."""
+  plt = _pyplot()
+  names = [c for c in metrics.columns if c not in ("step", "split", "time")]
+  have = [(split, name) for split in sorted(metrics["split"].unique()) for name in names
+          if metrics.loc[metrics["split"] == split, name].notna().any()]
+  preferred = [("train", "loss"), ("val", TAU_KEY), ("val", "loss"), ("train", "grad_norm"),
+               ("train", "lr")]
+  panels = [p for p in preferred if p in have]
+  if len(panels) < 2:  # unknown metric names: show what there is
+    panels += [p for p in have if p not in panels][:4 - len(panels)]
+  fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.3),
+                           squeeze=False)
+  for ax, (split, name) in zip(axes[0], panels):
+    sub = metrics[(metrics["split"] == split) & metrics[name].notna()]
+    ax.plot(sub["step"], sub[name], marker="." if len(sub) < 50 else None)
+    ax.set_xlabel("step")
+    ax.set_title(f"{split} {name}")
+    ax.grid(alpha=0.3)
+  if title:
+    fig.suptitle(title)
+  return _save_figure(fig, Path(path))
+
+
+def plot_tau_by_length(per_notebook: "pd.DataFrame", path: str | os.PathLike,
+                       title: str = "") -> Path:
+  """Kendall tau per notebook against its cell count, with binned means."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  plt = _pyplot()
+  df = per_notebook[per_notebook["tau"].notna()]
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  ax.scatter(df["n_cells"], df["tau"], s=6, alpha=0.35, label="notebook")
+  if len(df):
+    edges = np.unique(np.geomspace(max(df["n_cells"].min(), 1), df["n_cells"].max() + 1, 9)
+                      .round().astype(int))
+    if len(edges) >= 2:
+      bins = np.digitize(df["n_cells"], edges[1:-1])
+      centers, means = [], []
+      for b in range(len(edges) - 1):
+        sel = df[bins == b]
+        if len(sel):
+          centers.append(sel["n_cells"].median())
+          means.append(sel["tau"].mean())
+      ax.plot(centers, means, color="C3", marker="o", label="binned mean")
+  ax.set_xscale("log")
+  ax.set_xlabel("cells in notebook")
+  ax.set_ylabel("Kendall tau")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower left")
+  if title:
+    ax.set_title(title)
+  return _save_figure(fig, Path(path))
+
+
+def plot_comparison(runs: "pd.DataFrame", path: str | os.PathLike,
+                    metric: str = TAU_KEY) -> Path:
+  """Horizontal bars of `metric` per run (the table from `collect_runs`)."""
+  plt = _pyplot()
+  df = runs[runs[metric].notna()] if metric in runs.columns else runs.iloc[:0]
+  df = df.sort_values(metric)
+  fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(df), 1) + 1.2))
+  labels = [f"{r.run} ({r.model})" for r in df.itertuples()]
+  ax.barh(labels, df[metric] if len(df) else [])
+  for i, v in enumerate(df[metric] if len(df) else []):
+    ax.text(v, i, f" {v:.4f}", va="center", fontsize=8)
+  ax.set_xlabel(metric)
+  ax.grid(axis="x", alpha=0.3)
+  ax.set_title(f"{metric} by run" if len(df) else f"no runs with {metric} yet")
+  return _save_figure(fig, Path(path))
