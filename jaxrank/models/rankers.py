@@ -1,0 +1,333 @@
+"""Rankers on the Flax BERT/RoBERTa encoder (`jaxrank.models.roberta`): two families.
+
+Both share the batch layout of `jaxrank.data.batching` (code cells first, so
+code cell k is row k and gap g lies between rows g-1 and g), the decoding of
+`jaxrank.decode` and the metrics; only the cell representations differ.
+
+"roberta_cells" -- the cell-level notebook model (2nd place's shape):
+
+  v_c      cell vector: a cached frozen-encoder vector (`features.kind="encoder"`,
+           `batch["vec"]`), or the encoder run on the cell's tokens and
+           mean-pooled, fine-tuned end to end (`features.kind="subword"`,
+           `cell_input="tokens"`)
+  h_c      = Transformer_over_cells(W v_c + type_c + is_code_c * pos(code_pos_c))
+  key_m    = sigmoid(MLP([h_m, ctx, h_m * ctx]))                       pointwise key
+  logit_mg = <q(h_m), k(h_{code g-1}, h_{code g}, centre_g)> / sqrt(D)
+             + f(cos(v_m, v_{code g}), cos(v_m, v_{code g-1}), ...)   - prior |key_m - centre_g|
+
+  Loss, heads' semantics and decoding (least expected misplaced pairs over the
+  gap softmax) are the BOW-MLP's (`jaxrank.models.bow_mlp.loss_fn`,
+  `markdown_keys`); the raw cosine features carry the parameter-free
+  "this markdown describes that code" signal that transfers to unseen repos.
+
+"roberta_pointwise" -- the public baseline: for every markdown cell one sequence
+  `<s> markdown </s> code_1 code_2 ... code_S` (S code cells sampled evenly from
+  the notebook, each its first `code_tokens` tokens; padding squeezed out so
+  the sequence is contiguous), encoded, mean-pooled, regress the relative
+  position with L1. Built from per-cell token ids (`features.kind="subword"`)
+  inside the jitted model, so batching, sharding and resume are the trainer's.
+
+Encoder weights come from the offline store by name (`encoder_name`, with
+`workspace`) -- MiniLM, an imported RoBERTa, or our own MLM-pretrained one
+(`jaxrank.pretrain`) -- via the optional family hook `pretrained_params`; with
+no name the encoder is built from the `enc_*` fields and trained from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrank.models import bow_mlp, roberta
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------------------
+# Configs.
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EncoderFields:
+  """Which encoder: a store name, or (no name) a fresh one of these sizes."""
+
+  vocab_size: int = 0  # set by the trainer from the featurizer (tokenizer size / vector dim)
+  encoder_name: str = ""  # store model name; "" = random init from enc_* below
+  workspace: str = ""  # workspace root holding models/ (needed with encoder_name)
+  enc_hidden: int = 64
+  enc_layers: int = 2
+  enc_heads: int = 4
+  enc_max_len: int = 512
+  pad_id: int = 1  # RoBERTa-style tokenizers of jaxrank.text.subword; BERT's is 0
+  enc_dropout: float = 0.1
+  dtype: Any = jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class CellsConfig(EncoderFields):
+  cell_input: str = "vec"  # "vec": cached frozen vectors; "tokens": fine-tune the encoder
+  hidden_dim: int = 256
+  num_layers: int = 2  # transformer over cells
+  num_heads: int = 4
+  dropout: float = 0.1
+  vec_dropout: float = 0.1  # dropout on the input cell vectors
+  use_similarity: bool = True
+  gap_loss_weight: float = 1.0
+  key_loss_weight: float = 1.0
+  emd_loss_weight: float = 1.0  # expected |gap - true gap| term of the BOW-MLP loss
+  decode: str = "gap"  # or "pointwise"
+
+
+@dataclasses.dataclass(frozen=True)
+class PointwiseConfig(EncoderFields):
+  md_tokens: int = 48  # markdown tokens (specials included)
+  code_cells: int = 12  # S code cells sampled evenly
+  code_tokens: int = 12  # tokens of each sampled code cell
+  hidden_dim: int = 128
+  dropout: float = 0.1
+  decode: str = "pointwise"
+
+
+# ----------------------------------------------------------------------------------------
+# Encoder from the store or from the config.
+# ----------------------------------------------------------------------------------------
+def _dtype_name(dtype) -> str:
+  return "bfloat16" if jnp.dtype(dtype) == jnp.bfloat16 else "float32"
+
+
+def store_encoder_config(workspace: str, name: str) -> roberta.EncoderConfig:
+  """The EncoderConfig of stored model `name` (reads only its config.json)."""
+  if not workspace:
+    raise ValueError(f"model.encoder_name={name!r} needs model.workspace (the workspace root)")
+  path = Path(workspace) / "models" / name / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"no stored model {name!r}: {path} is missing "
+                            f"(import it with `python -m experiments.models import`)")
+  return roberta.EncoderConfig.from_dict(json.loads(path.read_text())["encoder"])
+
+
+def encoder_config(cfg: EncoderFields) -> roberta.EncoderConfig:
+  if cfg.encoder_name:
+    enc = store_encoder_config(cfg.workspace, cfg.encoder_name)
+    if cfg.vocab_size and cfg.vocab_size > enc.vocab_size:
+      raise ValueError(f"tokenizer has {cfg.vocab_size} tokens but encoder {cfg.encoder_name!r} "
+                       f"has vocab_size {enc.vocab_size}; use the model's own tokenizer")
+    return enc.replace(dtype=_dtype_name(cfg.dtype), hidden_dropout=cfg.enc_dropout,
+                       attention_dropout=0.0)
+  offset = cfg.pad_id + 1 if cfg.pad_id > 0 else 0
+  return roberta.EncoderConfig(
+      vocab_size=max(cfg.vocab_size, 8), hidden_size=cfg.enc_hidden, num_layers=cfg.enc_layers,
+      num_heads=cfg.enc_heads, intermediate_size=4 * cfg.enc_hidden,
+      max_position_embeddings=cfg.enc_max_len + offset, type_vocab_size=1, layer_norm_eps=1e-5,
+      pad_token_id=cfg.pad_id, position_offset=offset, dtype=_dtype_name(cfg.dtype),
+      hidden_dropout=cfg.enc_dropout, attention_dropout=0.0)
+
+
+def pretrained_params(params: Mapping[str, Any], cfg: EncoderFields) -> Mapping[str, Any]:
+  """Trainer hook: puts the stored encoder's weights into a freshly initialised tree."""
+  if not cfg.encoder_name or "encoder" not in params:
+    return params
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  _, enc_params, _ = store.load_encoder(store.Workspace(cfg.workspace), cfg.encoder_name,
+                                        check_hashes=False)
+  got = jax.tree.map(lambda x: x.shape, enc_params)
+  want = jax.tree.map(lambda x: x.shape, params["encoder"])
+  if got != want:
+    raise ValueError(f"stored encoder {cfg.encoder_name!r} does not fit the model's encoder tree")
+  return {**params, "encoder": jax.tree.map(np.asarray, enc_params)}
+
+
+def _encode_pool(enc_cfg, ids_NxL, pad_id, deterministic, name="encoder"):
+  mask = ids_NxL != pad_id
+  hidden = roberta.Encoder(enc_cfg, name=name)(ids_NxL, mask.astype(jnp.int32),
+                                               deterministic=deterministic)
+  return roberta.mean_pool(hidden, mask)
+
+
+# ----------------------------------------------------------------------------------------
+# Cell-level notebook model.
+# ----------------------------------------------------------------------------------------
+class CellsRanker(nn.Module):
+  config: CellsConfig
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Array], deterministic: bool = True):
+    cfg = self.config
+    d = cfg.hidden_dim
+    is_code, mask = batch["is_code"], batch["cell_mask"]
+    if cfg.cell_input == "tokens":
+      if "tokens" not in batch:
+        raise ValueError("cell_input='tokens' needs features.kind='subword' (batch['tokens'])")
+      tokens = batch["tokens"]
+      B, C, T = tokens.shape
+      enc = encoder_config(cfg)
+      v_BxCxE = _encode_pool(enc, tokens.reshape(B * C, T), enc.pad_token_id,
+                             deterministic).reshape(B, C, -1)
+    else:
+      if "vec" not in batch:
+        raise ValueError("cell_input='vec' needs features.kind='encoder' (batch['vec'])")
+      v_BxCxE = batch["vec"].astype(jnp.float32)
+      B, C, _ = v_BxCxE.shape
+    x = nn.LayerNorm(dtype=cfg.dtype, name="in_norm")(v_BxCxE)
+    x = nn.Dropout(cfg.vec_dropout)(x, deterministic=deterministic)
+    x = nn.Dense(d, dtype=cfg.dtype, name="in_proj")(x)
+    x += nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
+    pos = nn.Dense(d, dtype=cfg.dtype, name="pos")(bow_mlp._fourier(batch["code_pos"], 16))
+    x += jnp.where(is_code[..., None], pos, 0)
+    cell_cfg = roberta.EncoderConfig(
+        vocab_size=1, hidden_size=d, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+        intermediate_size=2 * d, layer_norm_eps=1e-5, hidden_act="gelu_new",
+        dtype=_dtype_name(cfg.dtype), hidden_dropout=cfg.dropout, attention_dropout=0.0)
+    x = nn.LayerNorm(dtype=cfg.dtype, name="cells_norm")(x)
+    for i in range(cfg.num_layers):
+      x = roberta.Layer(cell_cfg, name=f"cells_{i}")(x, mask, deterministic)
+    h_BxCxD = x
+
+    code_w = (is_code & mask).astype(h_BxCxD.dtype)
+    n_code_B = batch["n_code"]
+    ctx_BxD = jnp.einsum("bcd,bc->bd", h_BxCxD, code_w) / jnp.maximum(n_code_B, 1)[:, None]
+    ctx_BxCxD = jnp.broadcast_to(ctx_BxD[:, None], h_BxCxD.shape)
+    feats = jnp.concatenate([h_BxCxD, ctx_BxCxD, h_BxCxD * ctx_BxCxD], -1)
+    key_BxC = nn.sigmoid(bow_mlp.Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
+        feats, deterministic)[..., 0].astype(jnp.float32))
+
+    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
+    start = self.param("start", nn.initializers.normal(0.02), (d,))
+    end = self.param("end", nn.initializers.normal(0.02), (d,))
+    code_h = jnp.where(code_w[..., None] > 0, h_BxCxD, 0)
+    g_idx = jnp.arange(C + 1)
+    prev_BxGxD = jnp.concatenate([jnp.broadcast_to(start.astype(code_h.dtype), (B, 1, d)),
+                                  code_h], 1)
+    nxt_BxGxD = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
+    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
+    nxt_BxGxD = jnp.where(is_end_BxG[..., None], end.astype(code_h.dtype), nxt_BxGxD)
+    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
+    gap_in = jnp.concatenate([prev_BxGxD, nxt_BxGxD,
+                              bow_mlp._fourier(centre_BxG).astype(code_h.dtype)], -1)
+    k_BxGxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_key")(gap_in, deterministic)
+    q_BxCxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_query")(feats, deterministic)
+    logits_BxCxG = jnp.einsum("bcd,bgd->bcg", q_BxCxD, k_BxGxD).astype(jnp.float32) / np.sqrt(d)
+    if cfg.use_similarity:
+      if "sim" in batch:
+        sim = batch["sim"].astype(jnp.float32)
+      else:  # fine-tuned vectors: cosine of the current ones
+        # sqrt(x + eps), not norm(): padding cells have v = 0, where norm's gradient is NaN.
+        u = v_BxCxE * jax.lax.rsqrt(jnp.sum(jnp.square(v_BxCxE), -1, keepdims=True) + 1e-12)
+        sim = jnp.einsum("bce,bke->bck", u, u)
+      zeros = jnp.zeros((B, C, 1), jnp.float32)
+      sim_next = jnp.where(is_end_BxG[:, None, :], 0.0, jnp.concatenate([sim, zeros], -1))
+      sim_prev = jnp.concatenate([zeros, sim], -1)
+      sim_prev = jnp.where(g_idx[None, None, :] > n_code_B[:, None, None], 0.0, sim_prev)
+      # How this gap's neighbours rank among all code cells for this markdown cell.
+      code_sim = jnp.where((is_code & mask)[:, None, :], sim, -2.0)
+      best = code_sim.max(-1, keepdims=True)
+      dist = (n_code_B[:, None, None] + 1.0) * jnp.abs(key_BxC[:, :, None] - centre_BxG[:, None, :])
+      pair = jnp.stack([sim_next, sim_prev, sim_next - sim_prev,
+                        sim_next - best, sim_prev - best,
+                        jnp.broadcast_to(centre_BxG[:, None, :], sim_next.shape),
+                        jax.lax.stop_gradient(jnp.minimum(dist, 8.0)) / 8.0], -1)
+      hp = nn.gelu(nn.Dense(32, name="pair_in")(pair))
+      logits_BxCxG += nn.Dense(1, name="pair_out")(hp)[..., 0]
+    prior_scale = nn.softplus(self.param("prior_scale", nn.initializers.constant(-1.0), ()))
+    logits_BxCxG -= prior_scale * (n_code_B[:, None, None] + 1.0) * jnp.abs(
+        key_BxC[:, :, None] - centre_BxG[:, None, :])
+    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
+    logits_BxCxG = jnp.where(valid_BxG[:, None, :], logits_BxCxG, -1e9)
+    return {"key": key_BxC, "gap_logits": logits_BxCxG}
+
+
+# ----------------------------------------------------------------------------------------
+# Pointwise model.
+# ----------------------------------------------------------------------------------------
+def sampled_code_rows(n_code_B: Array, n_samples: int) -> tuple[Array, Array]:
+  """Rows of S code cells spread evenly over each notebook ([B, S]) and their validity."""
+  s = jnp.arange(n_samples)
+  n = n_code_B[:, None]
+  spread = jnp.round(s[None, :] * jnp.maximum(n - 1, 0) / max(n_samples - 1, 1)).astype(jnp.int32)
+  rows = jnp.where(n >= n_samples, spread, s[None, :])
+  return jnp.minimum(rows, jnp.maximum(n - 1, 0)), s[None, :] < n
+
+
+def pointwise_sequences(tokens_BxCxT: Array, n_code_B: Array, cfg: PointwiseConfig,
+                        pad_id: int) -> Array:
+  """Per cell: its first md_tokens tokens, then S sampled code cells' tokens, squeezed.
+
+  Returns ids [B, C, md_tokens + S * code_tokens] with all pad tokens at the end
+  (a stable sort on "is pad"), so positions count real tokens only.
+  """
+  B, C, T = tokens_BxCxT.shape
+  md = tokens_BxCxT[:, :, :cfg.md_tokens]
+  md = jnp.pad(md, ((0, 0), (0, 0), (0, max(0, cfg.md_tokens - T))), constant_values=pad_id)
+  rows_BxS, valid_BxS = sampled_code_rows(n_code_B, cfg.code_cells)
+  code = jnp.take_along_axis(tokens_BxCxT, rows_BxS[:, :, None], axis=1)  # [B, S, T]
+  code = code[:, :, 1:1 + cfg.code_tokens]  # drop the leading <s>/[CLS]
+  code = jnp.pad(code, ((0, 0), (0, 0), (0, max(0, cfg.code_tokens - code.shape[-1]))),
+                 constant_values=pad_id)
+  code = jnp.where(valid_BxS[:, :, None], code, pad_id).reshape(B, 1, -1)
+  seq = jnp.concatenate([md, jnp.broadcast_to(code, (B, C, code.shape[-1]))], -1)
+  order = jnp.argsort(seq == pad_id, axis=-1, stable=True)
+  return jnp.take_along_axis(seq, order, -1)
+
+
+class PointwiseRanker(nn.Module):
+  config: PointwiseConfig
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Array], deterministic: bool = True):
+    cfg = self.config
+    enc = encoder_config(cfg)
+    tokens = batch["tokens"]
+    B, C, _ = tokens.shape
+    seq = pointwise_sequences(tokens, batch["n_code"], cfg, enc.pad_token_id)
+    v = _encode_pool(enc, seq.reshape(B * C, -1), enc.pad_token_id, deterministic)
+    v = v.reshape(B, C, -1).astype(cfg.dtype)
+    n_cells = batch["cell_mask"].sum(-1, keepdims=True).astype(jnp.float32)
+    frac = (batch["n_code"][:, None].astype(jnp.float32) / jnp.maximum(n_cells, 1.0))
+    extra = jnp.broadcast_to(jnp.concatenate([frac, jnp.log1p(n_cells) / 8.0], -1)[:, None],
+                             (B, C, 2)).astype(cfg.dtype)
+    x = jnp.concatenate([v, extra], -1)
+    key = bow_mlp.Mlp(cfg.hidden_dim, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
+        x, deterministic)[..., 0]
+    return {"key": nn.sigmoid(key.astype(jnp.float32))}
+
+
+# ----------------------------------------------------------------------------------------
+# Family interface (jaxrank.train).
+# ----------------------------------------------------------------------------------------
+def _bow_view(config: CellsConfig) -> bow_mlp.BowMlpConfig:
+  """The BOW-MLP config that its shared loss / decoding read (fields both have)."""
+  names = {f.name for f in dataclasses.fields(bow_mlp.BowMlpConfig)}
+  return bow_mlp.BowMlpConfig(**{f.name: getattr(config, f.name)
+                                 for f in dataclasses.fields(config)
+                                 if f.name in names and f.name != "vocab_size"})
+
+
+def build(config) -> nn.Module:
+  if isinstance(config, CellsConfig):
+    return CellsRanker(config)
+  if isinstance(config, PointwiseConfig):
+    return PointwiseRanker(config)
+  raise TypeError(f"no ranker for config type {type(config).__name__}")
+
+
+def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array], config
+            ) -> tuple[Array, dict[str, Array]]:
+  if isinstance(config, CellsConfig):
+    return bow_mlp.loss_fn(outputs, batch, _bow_view(config))
+  md = (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)
+  n_md = jnp.maximum(md.sum(), 1.0)
+  key_loss = (jnp.abs(outputs["key"] - batch["target_key"]) * md).sum() / n_md
+  return key_loss, {"loss": key_loss, "key_l1": key_loss, "n_markdown": md.sum()}
+
+
+def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                  config) -> np.ndarray:
+  if isinstance(config, CellsConfig):
+    return bow_mlp.markdown_keys(outputs, row, n_code, n_md, _bow_view(config))
+  return np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)

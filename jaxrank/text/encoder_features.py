@@ -1,0 +1,341 @@
+"""Transformer-side featurizers: subword token ids, and cached frozen-encoder cell vectors.
+
+Two `config.features.kind`s (the interface is in `jaxrank.features`):
+
+* "subword": per-cell token ids of a stored tokenizer (or a stored model's
+  tokenizer), `tokens` [n_cells, max_tokens] int32 padded with the tokenizer's
+  pad id. The pointwise ranker builds its "markdown + sampled code" sequences
+  from these inside the model, and the cell-level ranker can fine-tune an
+  encoder on them end to end.
+* "encoder": per-cell vectors `vec` [n_cells, D] (float16) of a frozen store
+  encoder, mean-pooled over at most `max_tokens` tokens, plus the cell-cell
+  cosine `sim` [n, n]. Vectors are **cached on disk** under
+  `cache_dir/<model>/L<max_tokens>/` keyed by sha1(model, max_tokens, text), in
+  append-only shards (each written atomically), so the ~76k cells of the corpus
+  are encoded once and reused by every later run, fold and process; a killed
+  encoding job keeps the shards it finished.
+
+Both read the store through `jaxrank.store` (workspace passed in the config,
+never read from the environment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from jaxrank import io_utils
+from jaxrank.data import batching
+from jaxrank.data.types import Notebook
+
+FOLDER = "featurizer"
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------
+# Shared helpers.
+# ----------------------------------------------------------------------------------------
+def _workspace(cfg: Mapping[str, Any]):
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  root = cfg.get("workspace") or ""
+  if not root:
+    raise ValueError("features.workspace is empty: set it to the workspace root that holds "
+                     "models/ and tokenizers/ (e.g. --config.features.workspace=workspace)")
+  return store.Workspace(root)
+
+
+def _load_tokenizer(ws, name: str):
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  return store.load_tokenizer(ws, name, check_hashes=False)
+
+
+def clean_text(text: str, max_chars: int) -> str:
+  """Cell text as the encoders see it: truncated (huge cells cost time, not signal)."""
+  return text[:max_chars] if text else ""
+
+
+def tokenize(tok, texts: Sequence[str], max_tokens: int, max_chars: int) -> np.ndarray:
+  """[len(texts), max_tokens] int32 ids (with the tokenizer's specials), pad-padded."""
+  out = np.full((len(texts), max_tokens), tok.pad_token_id, np.int32)
+  if not texts:
+    return out
+  enc = tok([clean_text(t, max_chars) or " " for t in texts], truncation=True,
+            max_length=max_tokens, add_special_tokens=True)["input_ids"]
+  for i, ids in enumerate(enc):
+    out[i, :len(ids)] = ids
+  return out
+
+
+# ----------------------------------------------------------------------------------------
+# "subword": token ids per cell.
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SubwordFeaturizer:
+  """Token ids per cell from a stored tokenizer (`tokenizer` = a store name)."""
+
+  workspace: str
+  tokenizer: str
+  max_tokens: int = 64
+  max_chars: int = 2000
+  _tok: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def tok(self):
+    if self._tok is None:
+      from jaxrank import store  # pylint: disable=g-import-not-at-top
+      self._tok = _load_tokenizer(store.Workspace(self.workspace), self.tokenizer)
+    return self._tok
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.tok)
+
+  @property
+  def pad_id(self) -> int:
+    return int(self.tok.pad_token_id)
+
+  def to_json(self) -> dict[str, Any]:
+    return {"workspace": self.workspace, "tokenizer": self.tokenizer,
+            "max_tokens": self.max_tokens, "max_chars": self.max_chars}
+
+
+def _subword_from_cfg(cfg: Mapping[str, Any]) -> SubwordFeaturizer:
+  ws = _workspace(cfg)
+  name = cfg.get("tokenizer") or cfg.get("encoder")
+  if not name:
+    raise ValueError("features.tokenizer (or features.encoder) must name a store tokenizer/model")
+  return SubwordFeaturizer(str(ws.root), name, int(cfg.get("max_tokens", 64)),
+                           int(cfg.get("max_chars", 2000)))
+
+
+def subword_items(f: SubwordFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
+  texts = [s for nb in notebooks for s in nb.sources]
+  ids = tokenize(f.tok, texts, f.max_tokens, f.max_chars)
+  bounds = np.cumsum([0] + [nb.n_cells for nb in notebooks])
+  return [batching.notebook_arrays(nb, {"tokens": ids[a:b]})
+          for nb, a, b in zip(notebooks, bounds[:-1], bounds[1:])]
+
+
+# ----------------------------------------------------------------------------------------
+# "encoder": cached frozen cell vectors.
+# ----------------------------------------------------------------------------------------
+def text_key(model: str, max_tokens: int, text: str) -> bytes:
+  return hashlib.sha1(f"{model}\x00{max_tokens}\x00{text}".encode("utf-8", "surrogatepass")
+                      ).digest()[:16]
+
+
+class VectorCache:
+  """Append-only on-disk map text-hash -> float16 vector (one folder per model + length)."""
+
+  def __init__(self, folder: str | Path):
+    self.folder = Path(folder)
+    self.folder.mkdir(parents=True, exist_ok=True)
+    self._map: dict[bytes, np.ndarray] = {}
+    self._seen: set[str] = set()
+    self.refresh()
+
+  def refresh(self) -> None:
+    """Reads shards written since the last look (possibly by other processes)."""
+    for p in sorted(self.folder.glob("shard-*.npz")):
+      if p.name in self._seen:
+        continue
+      with np.load(p) as z:
+        keys, vecs = z["keys"], z["vecs"]
+      for k, v in zip(keys, vecs):
+        self._map[k.tobytes()] = v
+      self._seen.add(p.name)
+
+  def __len__(self) -> int:
+    return len(self._map)
+
+  def get(self, key: bytes) -> np.ndarray | None:
+    return self._map.get(key)
+
+  def add(self, keys: Sequence[bytes], vecs: np.ndarray) -> None:
+    if not len(keys):
+      return
+    import io  # pylint: disable=g-import-not-at-top
+    buf = io.BytesIO()
+    karr = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), 16)
+    np.savez(buf, keys=karr, vecs=vecs.astype(np.float16))
+    name = f"shard-{time.time_ns():020d}-{hashlib.sha1(karr.tobytes()).hexdigest()[:8]}.npz"
+    io_utils.atomic_write_bytes(self.folder / name, buf.getvalue())
+    self._seen.add(name)
+    for k, v in zip(keys, vecs.astype(np.float16)):
+      self._map[k] = v
+
+
+def make_encode_fn(cfg_enc, params, batch_rows: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+  """Jitted ids [B, L] -> mean-pooled vectors [B, H] float32 (B a multiple of batch_rows)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+  model = roberta.Encoder(cfg_enc)
+  pad = cfg_enc.pad_token_id
+
+  @jax.jit
+  def fwd(p, ids_BxL):
+    mask = ids_BxL != pad
+    return roberta.mean_pool(model.apply({"params": p}, ids_BxL, mask.astype(jnp.int32)), mask)
+
+  def encode(ids: np.ndarray) -> np.ndarray:
+    out = []
+    for s in range(0, len(ids), batch_rows):
+      chunk = ids[s:s + batch_rows]
+      n = len(chunk)
+      if n < batch_rows:  # one compiled shape per length
+        chunk = np.concatenate([chunk, np.full((batch_rows - n, chunk.shape[1]), pad, chunk.dtype)])
+      out.append(np.asarray(fwd(params, chunk))[:n])
+    return np.concatenate(out) if out else np.zeros((0, cfg_enc.hidden_size), np.float32)
+
+  return encode
+
+
+@dataclasses.dataclass
+class EncoderFeaturizer:
+  """Frozen store encoder -> cached mean-pooled cell vectors."""
+
+  workspace: str
+  encoder: str
+  cache_dir: str
+  max_tokens: int = 64
+  max_chars: int = 2000
+  batch_rows: int = 64
+  dim: int = 0
+  _state: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.dim
+
+  @property
+  def cache_folder(self) -> Path:
+    return Path(self.cache_dir) / self.encoder / f"L{self.max_tokens}"
+
+  def to_json(self) -> dict[str, Any]:
+    return {"workspace": self.workspace, "encoder": self.encoder, "cache_dir": self.cache_dir,
+            "max_tokens": self.max_tokens, "max_chars": self.max_chars,
+            "batch_rows": self.batch_rows, "dim": self.dim}
+
+  def _model(self):
+    if self._state is None:
+      from jaxrank import store  # pylint: disable=g-import-not-at-top
+      cfg, params, tok = store.load_encoder(store.Workspace(self.workspace), self.encoder,
+                                            check_hashes=False)
+      cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
+      self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows))
+    return self._state
+
+  def vectors(self, texts: Sequence[str], *, log_every: int = 4096,
+              save_every: int = 2048) -> np.ndarray:
+    """[len(texts), D] float16 vectors; encodes (and caches) only texts not cached yet."""
+    cache = VectorCache(self.cache_folder)
+    keys = [text_key(self.encoder, self.max_tokens, clean_text(t, self.max_chars)) for t in texts]
+    missing: dict[bytes, str] = {}
+    for k, t in zip(keys, texts):
+      if cache.get(k) is None and k not in missing:
+        missing[k] = t
+    if missing:
+      cfg, tok, encode = self._model()
+      if not self.dim:
+        self.dim = cfg.hidden_size
+      mk, mt = list(missing), list(missing.values())
+      # Sort by length so each batch pads to little more than its longest text.
+      lens = np.array([len(t) for t in mt])
+      order = np.argsort(lens, kind="stable")
+      t0, done = time.time(), 0
+      for s in range(0, len(order), save_every):
+        idx = order[s:s + save_every]
+        ids = tokenize(tok, [mt[i] for i in idx], self.max_tokens, self.max_chars)
+        vecs = []
+        for b in range(0, len(idx), self.batch_rows):
+          part = ids[b:b + self.batch_rows]
+          width = int((part != tok.pad_token_id).sum(1).max())
+          width = min(self.max_tokens, max(8, -(-width // 8) * 8))  # few compiled shapes
+          vecs.append(encode(part[:, :width]))
+        cache.add([mk[i] for i in idx], np.concatenate(vecs))
+        done += len(idx)
+        if done % log_every < save_every or done == len(order):
+          dt = time.time() - t0
+          log.info("encoded %d/%d cells (%.1f cells/s)", done, len(order), done / max(dt, 1e-9))
+    out = np.stack([cache.get(k) for k in keys]) if keys else np.zeros((0, self.dim), np.float16)
+    if not self.dim and len(out):
+      self.dim = out.shape[1]
+    return out
+
+
+def _encoder_from_cfg(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
+  ws = _workspace(cfg)
+  if not cfg.get("encoder"):
+    raise ValueError("features.encoder must name a store model (e.g. minilm-l6)")
+  cache_dir = cfg.get("cache_dir") or str(ws.data_dir / "encoder_cache")
+  return EncoderFeaturizer(str(ws.root), cfg["encoder"], cache_dir, int(cfg.get("max_tokens", 64)),
+                           int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)))
+
+
+def encoder_items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
+  texts = [s for nb in notebooks for s in nb.sources]
+  if not texts:
+    return []
+  vecs = f.vectors(texts).astype(np.float32)
+  unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-6)
+  bounds = np.cumsum([0] + [nb.n_cells for nb in notebooks])
+  out = []
+  for nb, a, b in zip(notebooks, bounds[:-1], bounds[1:]):
+    it = batching.notebook_arrays(nb, {"vec": vecs[a:b].astype(np.float16)})
+    perm = it["cell_index"]
+    u = unit[a:b][perm]
+    it["sim"] = (u @ u.T).astype(np.float16)
+    out.append(it)
+  return out
+
+
+# ----------------------------------------------------------------------------------------
+# The featurizer-module interface (`jaxrank.features`), dispatching on the object type.
+# ----------------------------------------------------------------------------------------
+def fit_items(cfg: Mapping[str, Any], notebooks: Sequence[Notebook]):
+  kind = cfg["kind"]
+  if kind == "subword":
+    f = _subword_from_cfg(cfg)
+  elif kind == "encoder":
+    f = _encoder_from_cfg(cfg)
+  else:
+    raise ValueError(f"{__name__} does not implement features.kind {kind!r}")
+  return f, items(f, notebooks)
+
+
+def items(featurizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
+  if isinstance(featurizer, SubwordFeaturizer):
+    return subword_items(featurizer, notebooks)
+  return encoder_items(featurizer, notebooks)
+
+
+def save(featurizer, workdir: str | Path) -> Path:
+  kind = "subword" if isinstance(featurizer, SubwordFeaturizer) else "encoder"
+  path = Path(workdir) / FOLDER / "encoder_features.json"
+  io_utils.atomic_write_json(path, {"type": kind, **featurizer.to_json()})
+  return path
+
+
+def load(workdir: str | Path):
+  path = Path(workdir) / FOLDER / "encoder_features.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} missing: not a subword/encoder-feature run")
+  d = json.loads(path.read_text())
+  kind = d.pop("type")
+  return SubwordFeaturizer(**d) if kind == "subword" else EncoderFeaturizer(**d)
+
+
+def encode_notebooks(cfg: Mapping[str, Any], notebooks: Iterable[Notebook]) -> int:
+  """Fills the vector cache for every cell of `notebooks`; returns the cached count."""
+  f = _encoder_from_cfg(cfg)
+  texts = [s for nb in notebooks for s in nb.sources]
+  f.vectors(texts)
+  return len(VectorCache(f.cache_folder))

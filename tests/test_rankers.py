@@ -1,0 +1,196 @@
+"""Rankers on the Flax encoder: featurizers, cached vectors, train -> resume, store weights.
+
+Tiny everything: a 2-layer, 32-wide random BERT imported into a temporary store
+(tests/test_roberta.py builds the Hugging Face folder), 40 sample notebooks,
+3 steps.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import roberta_cells, roberta_pointwise
+from jaxrank import checkpoint, features, store, train
+from jaxrank.data import notebooks as nb_io
+from jaxrank.data.notebooks import sample_data_dir
+from jaxrank.models import rankers, roberta
+from jaxrank.text import encoder_features as ef
+from tests.test_roberta import make_tiny_bert_folder
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> store.Workspace:
+  root = tmp_path_factory.mktemp("ws")
+  ws = store.Workspace(root / "workspace").ensure()
+  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
+  return ws
+
+
+def _set(c, overrides):
+  for dotted, value in overrides.items():
+    node = c
+    *path, leaf = dotted.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def _common(c, ws):
+  return _set(c, {
+      "data.data_dir": str(sample_data_dir()), "data.max_notebooks": 40, "data.n_folds": 3,
+      "data.buckets": (128,), "data.cells_per_batch": 256,
+      "features.workspace": str(ws.root), "model.workspace": str(ws.root),
+      "features.max_tokens": 16, "train.steps": 3, "train.log_every": 1,
+      "train.eval_every": 1000, "train.checkpoint_every": 1000})
+
+
+def tiny_cells_config(ws, **overrides):
+  c = _common(roberta_cells.get_config(), ws)
+  _set(c, {"features.encoder": "tiny", "model.hidden_dim": 32, "model.num_layers": 1,
+           "model.num_heads": 2})
+  return _set(c, overrides)
+
+
+def tiny_pointwise_config(ws, **overrides):
+  c = _common(roberta_pointwise.get_config(), ws)
+  _set(c, {"features.tokenizer": "tiny", "model.encoder_name": "tiny", "model.md_tokens": 12,
+           "model.code_cells": 4, "model.code_tokens": 4, "model.hidden_dim": 16})
+  return _set(c, overrides)
+
+
+def _params(workdir):
+  return jax.tree.leaves(checkpoint.restore_params(workdir))
+
+
+def _stop_resume_equals_uninterrupted(cfg, tmp_path):
+  stops = iter([False, True])
+  out = train.train_and_evaluate(cfg, tmp_path / "a", should_stop=lambda: next(stops, False))
+  assert out == {"status": "preempted", "step": 2}
+  out = train.train_and_evaluate(cfg, tmp_path / "a")
+  assert out["status"] == "done" and out["step"] == 3
+  if cfg.data.n_folds > 1:
+    assert -1.0 <= out["val"]["kendall_tau"] <= 1.0
+  train.train_and_evaluate(cfg, tmp_path / "b")
+  for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [l for l in lines if l["split"] == "train"]
+  assert [l["step"] for l in train_lines] == [1, 2, 3]
+  assert all(np.isfinite(l["metrics"]["loss"]) for l in train_lines)
+  return out
+
+
+# ----------------------------------------------------------------------------------------
+# Featurizers.
+# ----------------------------------------------------------------------------------------
+def test_encoder_vectors_are_cached_and_equal_a_direct_encoding(ws, tmp_path):
+  nbs = nb_io.load_split(sample_data_dir(), "train")[:5]
+  cfg = {"kind": "encoder", "workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16,
+         "cache_dir": str(tmp_path / "cache")}
+  f, items = features.fit_any(cfg, nbs)
+  shards = sorted((tmp_path / "cache" / "tiny" / "L16").glob("shard-*.npz"))
+  assert shards and f.vocab_size == 32
+  n_unique = len({ef.clean_text(s, f.max_chars) for nb in nbs for s in nb.sources})
+  assert len(ef.VectorCache(f.cache_folder)) == n_unique
+  # A second featurizer finds everything cached: no new shard, same vectors.
+  f2, items2 = features.fit_any(cfg, nbs)
+  assert sorted(f.cache_folder.glob("shard-*.npz")) == shards
+  for a, b in zip(items, items2):
+    np.testing.assert_array_equal(a["vec"], b["vec"])
+  # The cached vector is the mean-pooled encoder output of the cell's tokens.
+  enc_cfg, params, tok = store.load_encoder(ws, "tiny", check_hashes=False)
+  nb = nbs[0]
+  text = nb.sources[int(items[0]["cell_index"][0])]
+  ids = ef.tokenize(tok, [text], 16, 2000)
+  mask = ids != tok.pad_token_id
+  want = roberta.mean_pool(roberta.Encoder(enc_cfg).apply({"params": params}, ids, mask), mask)
+  np.testing.assert_allclose(items[0]["vec"][0].astype(np.float32), np.asarray(want)[0],
+                             rtol=1e-2, atol=1e-2)
+  # Cell-cell cosine, code-first layout, unit diagonal.
+  sim = items[0]["sim"].astype(np.float32)
+  assert sim.shape == (nb.n_cells, nb.n_cells)
+  np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-2)
+
+
+def test_subword_items_hold_padded_token_ids(ws):
+  nbs = nb_io.load_split(sample_data_dir(), "train")[:3]
+  cfg = {"kind": "subword", "workspace": str(ws.root), "tokenizer": "tiny", "max_tokens": 16}
+  f, items = features.fit_any(cfg, nbs)
+  tok = store.load_tokenizer(ws, "tiny", check_hashes=False)
+  for nb, it in zip(nbs, items):
+    assert it["tokens"].shape == (nb.n_cells, 16) and it["tokens"].dtype == np.int32
+    first = nb.sources[int(it["cell_index"][0])]
+    want = tok(first, truncation=True, max_length=16)["input_ids"]
+    assert list(it["tokens"][0, :len(want)]) == want
+    assert (it["tokens"][0, len(want):] == tok.pad_token_id).all()
+
+
+def test_missing_workspace_is_a_clear_error():
+  with pytest.raises(ValueError, match="features.workspace is empty"):
+    features.fit_any({"kind": "encoder", "encoder": "x", "workspace": ""}, [])
+
+
+# ----------------------------------------------------------------------------------------
+# Pointwise sequences.
+# ----------------------------------------------------------------------------------------
+def test_sampled_code_rows_spread_evenly_and_mark_short_notebooks():
+  rows, valid = rankers.sampled_code_rows(jnp.array([10, 3, 0]), 4)
+  np.testing.assert_array_equal(rows[0], [0, 3, 6, 9])
+  np.testing.assert_array_equal(valid[0], [True] * 4)
+  np.testing.assert_array_equal(rows[1, :3], [0, 1, 2])
+  np.testing.assert_array_equal(valid[1], [True, True, True, False])
+  assert not np.asarray(valid[2]).any()
+
+
+def test_pointwise_sequence_is_markdown_then_code_with_padding_squeezed_out():
+  pad = 1
+  cfg = rankers.PointwiseConfig(md_tokens=4, code_cells=2, code_tokens=2)
+  # One notebook: two code cells (rows 0, 1), one markdown cell (row 2). <s>=0, </s>=2.
+  tokens = np.array([[[0, 10, 11, 12, 2], [0, 20, 2, pad, pad], [0, 30, 2, pad, pad]]])
+  seq = np.asarray(rankers.pointwise_sequences(jnp.array(tokens), jnp.array([2]), cfg, pad))
+  assert seq.shape == (1, 3, 8)
+  # markdown row: its tokens, then code 0's first 2 (after <s>), then code 1's.
+  np.testing.assert_array_equal(seq[0, 2], [0, 30, 2, 10, 11, 20, 2, pad])
+
+
+# ----------------------------------------------------------------------------------------
+# Train -> resume, per family; encoder weights from the store.
+# ----------------------------------------------------------------------------------------
+def test_cells_on_cached_vectors_resume_and_predict(ws, tmp_path):
+  cfg = tiny_cells_config(ws)
+  out = _stop_resume_equals_uninterrupted(cfg, tmp_path)
+  predictor, config = train.load_predictor(tmp_path / "a")
+  nbs = train.load_notebooks(config.data)
+  _, val = train.split_data(nbs, config.data)
+  table, _ = train.evaluate_predictions(val, predictor.predict(val))
+  assert table["kendall_tau"] == pytest.approx(out["val"]["kendall_tau"], abs=1e-9)
+
+
+def test_cells_fine_tuning_the_store_encoder_starts_from_its_weights(ws, tmp_path):
+  cfg = tiny_cells_config(ws, **{"features.kind": "subword", "features.tokenizer": "tiny",
+                                 "model.cell_input": "tokens", "model.encoder_name": "tiny",
+                                 "data.cells_per_batch": 128, "data.n_folds": 1,
+                                 "data.max_notebooks": 12})
+  nbs = train.load_notebooks(cfg.data)[:4]
+  f, items = features.fit_any(cfg.features, nbs)
+  family = train.family_from_config(cfg, f.vocab_size)
+  from jaxrank.data import batching
+  example = batching.collate(items[:1], 64)
+  tx, _ = train.make_optimizer(cfg.optim, 10)
+  state, _ = train.create_state(family, tx, example, 0, train.make_mesh())
+  _, want, _ = store.load_encoder(ws, "tiny", check_hashes=False)
+  for x, y in zip(jax.tree.leaves(state.params["encoder"]), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  _stop_resume_equals_uninterrupted(cfg, tmp_path)
+
+
+def test_pointwise_resume(ws, tmp_path):
+  # No validation here (the cell-level test covers evaluation): one compiled shape.
+  cfg = tiny_pointwise_config(ws, **{"data.n_folds": 1, "data.max_notebooks": 12})
+  _stop_resume_equals_uninterrupted(cfg, tmp_path)
