@@ -30,7 +30,8 @@ def main(argv):
   if any(nb.order is None for nb in nbs):
     raise app.UsageError(f"{_DATA_DIR.value}: split {_SPLIT.value!r} has no orders file")
   name = _SPLIT.value
-  if _VAL_ONLY.value:
+  if _VAL_ONLY.value:  # the run's own validation fold: same notebooks as in training
+    nbs = nbs[: config.data.max_notebooks] if config.data.max_notebooks else nbs
     _, nbs = train.split_data(nbs, config.data)
     name += "_val"
   preds = predictor.predict(nbs)

@@ -21,6 +21,7 @@ _NAME = flags.DEFINE_string("name", None, "Run name under WORKSPACE/runs (defaul
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  stop = common.StopFlag()  # first: a USR1 during jax start-up must not kill us
   common.setup_jax()
   from jaxrank import train  # after jax.distributed.initialize
 
@@ -32,7 +33,7 @@ def main(argv):
   if not config.data.cache_dir:
     with config.unlocked():
       config.data.cache_dir = str(ws / "data" / "cache")
-  out = train.train_and_evaluate(config, workdir, should_stop=common.StopFlag())
+  out = train.train_and_evaluate(config, workdir, should_stop=stop)
   if out["status"] == "preempted":
     sys.exit(common.EXIT_PREEMPTED)
 

@@ -279,6 +279,20 @@ def _dummy_item(kind, featurizer):
 # --- the loop ------------------------------------------------------------------------------
 def train_and_evaluate(config, workdir: str | Path, *,
                        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+  """Trains (or resumes) the run in `workdir`; see `_train_and_evaluate`.
+
+  Marks the run "failed" in run.json (with the error) if anything raises.
+  """
+  try:
+    return _train_and_evaluate(config, workdir, should_stop=should_stop)
+  except BaseException as e:
+    results.RunRecorder(workdir, enabled=jax.process_index() == 0).update_run(
+        status="failed", error=repr(e)[:2000])
+    raise
+
+
+def _train_and_evaluate(config, workdir: str | Path, *,
+                        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns its final status and metrics.
 
   `should_stop` is polled after every step (e.g. a SIGUSR1 flag set by the
@@ -381,11 +395,13 @@ def train_and_evaluate(config, workdir: str | Path, *,
       if table["kendall_tau"] > best_tau:
         best_tau = table["kendall_tau"]
         save(best=True, val=table)
-    if step % config.train.checkpoint_every == 0 or step == total:
+    saved = step % config.train.checkpoint_every == 0 or step == total
+    if saved:
       save()
     if (should_stop is not None and step % config.train.stop_check_every == 0
         and _agree(should_stop()) and step < total):
-      save()
+      if not saved:  # Orbax refuses a second save of the same step
+        save()
       status = "preempted"
       logging.warning("stop requested: checkpointed step %d, exiting for requeue", step)
       break

@@ -43,10 +43,19 @@ def test_full_capacity_model_overfits_a_few_notebooks(tmp_path):
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
 
+def test_stop_on_a_periodic_checkpoint_step_saves_once(tmp_path):
+  cfg = tiny_bow_config(**{"train.checkpoint_every": 1})
+  stops = iter([False, True])
+  out = train.train_and_evaluate(cfg, tmp_path, should_stop=lambda: next(stops, False))
+  assert out == {"status": "preempted", "step": 2}
+
+
 def test_nan_stops_with_a_clear_message(tmp_path):
   cfg = tiny_bow_config(**{"optim.lr": float("nan")})
   with pytest.raises(FloatingPointError, match="non-finite training metrics at step 1"):
     train.train_and_evaluate(cfg, tmp_path)
+  run = json.loads((tmp_path / "run.json").read_text())
+  assert run["status"] == "failed" and "non-finite" in run["error"]
 
 
 def test_batch_is_sharded_over_the_data_axis():
