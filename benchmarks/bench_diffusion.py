@@ -1,0 +1,230 @@
+r"""Diffusion ranker vs pointwise rankers on the same cell vectors, and its sampling sweep.
+
+One run trains, with the real trainer (`train.train_and_evaluate`, so Orbax
+checkpoints and resume: rerunning continues), on the ancestor-held-out split
+(`--fold` of `--n_folds`):
+
+  * diffusion           flow-matching diffusion ranker (jaxrank/models/diffusion.py);
+  * diffusion_pointwise the *same* network (same BagEncoder cell vectors, same
+                        transformer over cells, same steps), objective="pointwise":
+                        markdown keys regressed directly with L1, no noise;
+  * bow_mlp_pointwise   the project's BOW-MLP with model.decode=pointwise (same
+                        TF-IDF bags and BagEncoder, no transformer, its own loss);
+  * tfidf_ridge         the classic baseline (as in benchmarks/baselines.py: TF-IDF of
+                        each markdown cell's text, Ridge on its true key), on the same
+                        validation notebooks, for reference.
+
+Then prints the pooled Kendall tau of each on validation notebooks
+(`--max_val_notebooks` sampled with a fixed seed; 0 = the whole fold) and, for
+diffusion, tau for sampling steps K x samples per notebook S (the grid
+--sample_steps x --num_samples plus --extra points), each with the
+model time per notebook (featurisation excluded, compilation excluded: every
+bucket shape is compiled on a warm-up batch first). Combinations with
+K * S > --max_evals are skipped (said so in the table). Rows are logged and
+written to WORKDIR/bench_diffusion_partial.json as they come; runs already
+trained to --steps are not retrained (rerun to resume or re-score).
+
+  .venv/bin/python -m benchmarks.bench_diffusion --fold=0 --max_val_notebooks=150 \
+      --steps=300 --workdir=/tmp/bench_diffusion
+
+Fold 0 of nbcorpus is one huge repository (kaggleScape, 1076 notebooks); its
+full validation is slow with many sampling steps, hence --max_val_notebooks.
+The trainer's own final validation (whole fold, diffusion at K=16, S=1) is
+printed too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from absl import app, flags, logging
+import numpy as np
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/nbcorpus", "Competition-format folder.")
+_FOLD = flags.DEFINE_integer("fold", 0, "Validation fold (ancestor-grouped).")
+_N_FOLDS = flags.DEFINE_integer("n_folds", 5, "Number of folds.")
+_STEPS = flags.DEFINE_integer("steps", 300, "Training steps of each model.")
+_MAX_VAL = flags.DEFINE_integer("max_val_notebooks", 150, "Validation notebooks for the table "
+                                "(random, fixed seed); 0 = the whole fold.")
+_K = flags.DEFINE_list("sample_steps", ["1", "4", "16", "64"], "Sampling steps K to sweep.")
+_S = flags.DEFINE_list("num_samples", ["1", "4"], "Samples per notebook S to sweep.")
+_EXTRA = flags.DEFINE_list("extra", ["4x16", "16x16"], "More KxS points, e.g. 16x16.")
+_MEDIAN = flags.DEFINE_string("median", "16x4", "KxS point also scored with the median of "
+                              "samples instead of the mean ('' = none).")
+_MAX_EVALS = flags.DEFINE_integer("max_evals", 256, "Skip sweep points with K * S above this.")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_diffusion", "Runs and results go here.")
+_HIDDEN = flags.DEFINE_integer("hidden_dim", 128, "Transformer width of the diffusion nets.")
+_LAYERS = flags.DEFINE_integer("tf_layers", 2, "Transformer blocks of the diffusion nets.")
+
+
+def _set(c, **dotted):
+  for key, value in dotted.items():
+    node = c
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def _common(c, workdir: Path):
+  return _set(c, **{"data.data_dir": str(Path(_DATA_DIR.value).absolute()),
+                    "data.cache_dir": str(workdir / "cache"), "data.fold": _FOLD.value,
+                    "data.n_folds": _N_FOLDS.value, "train.steps": _STEPS.value,
+                    "train.eval_every": 10 ** 9, "train.checkpoint_every": 100,
+                    "train.log_every": 50, "optim.warmup_steps": min(50, _STEPS.value // 10)})
+
+
+def _configs(workdir: Path) -> dict:
+  from experiments.configs import bow_mlp, diffusion
+  net = {"model.hidden_dim": _HIDDEN.value, "model.tf_layers": _LAYERS.value,
+         "model.sample_steps": 16, "model.num_samples": 1}
+  return {
+      "diffusion": _set(_common(diffusion.get_config(), workdir), **net),
+      "diffusion_pointwise": _set(_common(diffusion.get_config(), workdir),
+                                  **net, **{"model.objective": "pointwise"}),
+      "bow_mlp_pointwise": _set(_common(bow_mlp.get_config(), workdir),
+                                **{"model.decode": "pointwise"}),
+  }
+
+
+def _warm_and_time(predictor, val, items, cfg=None) -> tuple[float, float, dict]:
+  """(tau, seconds per notebook, preds); compiles each bucket shape first."""
+  from jaxrank import train
+  from jaxrank.data import batching
+  seen: dict[int, int] = {}
+  for i, it in enumerate(items):
+    seen.setdefault(batching.bucket_size(len(it["cell_mask"]), predictor.data_cfg.buckets), i)
+  warm = sorted(seen.values())
+  predictor.predict_items([val[i] for i in warm], [items[i] for i in warm], cfg)
+  t0 = time.perf_counter()
+  preds = predictor.predict_items(val, items, cfg)
+  dt = (time.perf_counter() - t0) / len(val)
+  table, _ = train.evaluate_predictions(val, preds)
+  return table["kendall_tau"], dt, preds
+
+
+def _tfidf_ridge(train_nbs, val) -> dict[str, list[str]]:
+  """benchmarks/baselines.py's tfidf_ridge (not imported: that module defines the same flags)."""
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  from sklearn.linear_model import Ridge
+  from jaxrank import decode
+
+  texts, keys = [], []
+  for nb in train_nbs:
+    k = dict(zip(nb.cell_ids, decode.true_keys(nb)))
+    src = dict(zip(nb.cell_ids, nb.sources))
+    texts += [src[c] for c in nb.markdown_ids]
+    keys += [k[c] for c in nb.markdown_ids]
+  vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True,
+                        dtype=np.float32)
+  model = Ridge(alpha=1.0).fit(vec.fit_transform(texts), keys)
+  preds = {}
+  for nb in val:
+    src = dict(zip(nb.cell_ids, nb.sources))
+    md = [src[c] for c in nb.markdown_ids]
+    keys_m = model.predict(vec.transform(md)) if md else np.zeros(0)
+    preds[nb.id] = decode.order_from_keys(nb, keys_m)
+  return preds
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  from jaxrank import features, io_utils, train
+
+  workdir = Path(_WORKDIR.value).absolute()
+  configs = _configs(workdir)
+  rows: list[dict] = []
+  full_fold: dict[str, float] = {}
+  predictors = {}
+  for name, cfg in configs.items():
+    t0 = time.time()
+    run_dir = workdir / name
+    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    if run.get("status") == "done" and run.get("steps") == _STEPS.value:
+      # Trained by an earlier call: skip the trainer's re-featurising and re-validating.
+      val_json = run_dir / "eval" / "val.json"
+      full_fold[name] = (json.loads(val_json.read_text())["metrics"]["kendall_tau"]
+                         if val_json.exists() else float("nan"))
+    else:
+      out = train.train_and_evaluate(cfg, run_dir)
+      run = json.loads((run_dir / "run.json").read_text())
+      full_fold[name] = out.get("val", {}).get("kendall_tau", float("nan"))
+    logging.info("%s: %d steps, %.0fs in this call; full-fold val tau %.4f", name,
+                 run.get("steps", -1), time.time() - t0, full_fold[name])
+    predictors[name] = (train.load_predictor(run_dir, best=False)[0], run)
+
+  cfg0 = configs["diffusion"]
+  nbs = train.load_notebooks(cfg0.data)
+  train_nbs, val_nbs = train.split_data(nbs, cfg0.data)
+  if _MAX_VAL.value and len(val_nbs) > _MAX_VAL.value:
+    pick = np.sort(np.random.default_rng(0).choice(len(val_nbs), _MAX_VAL.value, replace=False))
+    val = [val_nbs[i] for i in pick]
+  else:
+    val = list(val_nbs)
+  n_cells = sum(nb.n_cells for nb in val)
+  logging.info("fold %d: %d train notebooks, %d val notebooks (%d used, %d cells)", _FOLD.value,
+               len(train_nbs), len(val_nbs), len(val), n_cells)
+
+  def add(row):
+    rows.append(row)
+    logging.info("row: %s", json.dumps(row))
+    io_utils.atomic_write_json(workdir / "bench_diffusion_partial.json", rows)
+
+  t0 = time.perf_counter()
+  preds = _tfidf_ridge(train_nbs, val)
+  table, _ = train.evaluate_predictions(val, preds)
+  add(dict(model="tfidf_ridge", K="-", S="-", tau=table["kendall_tau"],
+           ms_per_nb=1e3 * (time.perf_counter() - t0) / len(val), note="fit+predict"))
+  order = sorted(predictors, key=lambda n: n == "diffusion")  # the long sweep last
+  for name in order:
+    predictor, run = predictors[name]
+    items = features.items_any(predictor.features_kind, predictor.featurizer, val)
+    base_cfg = predictor.family.cfg
+    if name != "diffusion":
+      tau, dt, _ = _warm_and_time(predictor, val, items)
+      add(dict(model=name, K="-", S="-", tau=tau, ms_per_nb=1e3 * dt,
+               train_s=run.get("wall_s"), note=""))
+      continue
+    grid = [(int(k), int(s)) for k in _K.value for s in _S.value]
+    grid += [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value]
+    for k, s in grid:
+      if k * s > _MAX_EVALS.value:
+        add(dict(model=name, K=k, S=s, tau=None, ms_per_nb=None,
+                 note=f"skipped: K*S > {_MAX_EVALS.value}"))
+        continue
+      cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s)
+      tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
+      add(dict(model=name, K=k, S=s, tau=tau, ms_per_nb=1e3 * dt,
+               train_s=run.get("wall_s"), note=""))
+    if _MEDIAN.value:
+      k, s = map(int, _MEDIAN.value.split("x"))
+      cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s, combine="median")
+      tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
+      add(dict(model=name, K=k, S=s, tau=tau, ms_per_nb=1e3 * dt,
+               train_s=run.get("wall_s"), note="median of samples"))
+
+  lines = [f"fold {_FOLD.value}/{_N_FOLDS.value}: {len(val)} of {len(val_nbs)} validation "
+           f"notebooks ({n_cells} cells), {len(train_nbs)} train notebooks, {_STEPS.value} "
+           "training steps per model",
+           f"{'model':<22} {'K':>3} {'S':>3} {'tau':>7} {'ms/nb':>8}  note"]
+  for r in rows:
+    tau = "-" if r["tau"] is None else f"{r['tau']:.4f}"
+    ms = "-" if r["ms_per_nb"] is None else f"{r['ms_per_nb']:.1f}"
+    lines.append(f"{r['model']:<22} {r['K']!s:>3} {r['S']!s:>3} {tau:>7} {ms:>8}  {r['note']}")
+  lines.append("whole-fold val tau from the trainer (diffusion at K=16, S=1): " + ", ".join(
+      f"{k} {v:.4f}" for k, v in full_fold.items()))
+  text = "\n".join(lines)
+  print(text)
+  io_utils.atomic_write_json(workdir / "bench_diffusion.json",
+                             {"rows": rows, "full_fold_tau": full_fold, "fold": _FOLD.value,
+                              "n_val_used": len(val), "n_val": len(val_nbs),
+                              "steps": _STEPS.value, "table": text})
+
+
+if __name__ == "__main__":
+  app.run(main)

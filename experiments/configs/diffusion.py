@@ -1,0 +1,93 @@
+r"""Diffusion ranker: markdown positions denoised by a transformer over all cells.
+
+See `jaxrank/models/diffusion.py` for the objective (rectified-flow matching),
+the noise schedule (straight path, `noise_std`, time distribution) and sampling
+(K Euler steps, S noise draws combined per cell). CPU-sized defaults.
+
+  python -m experiments.train --flagfile=experiments/flags/diffusion.flags \
+      --config.data.data_dir=../shared/data/nbcorpus --workdir=workspace/runs/diffusion
+  python -m experiments.evaluate --workdir=workspace/runs/diffusion \
+      --data_dir=../shared/data/nbcorpus --split=train --val_only
+  python -m experiments.predict --workdir=workspace/runs/diffusion --data_dir=D --split=test \
+      --output=submission.csv
+
+Sampling steps / samples are read from the saved config at prediction time;
+`benchmarks/bench_diffusion.py` sweeps them on one trained run.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "diffusion"
+  # Cell vectors: the BOW BagEncoder, or a `cell_vec` field from the featurizer.
+  c.model.embed_dim = 64
+  c.model.hidden_dim = 128
+  c.model.num_layers = 2
+  c.model.term_dropout = 0.1
+  # Transformer over cells.
+  c.model.tf_layers = 2
+  c.model.num_heads = 4
+  c.model.mlp_dim = 256
+  c.model.dropout = 0.1
+  c.model.use_similarity = True
+  # Objective and noise schedule.
+  c.model.objective = "flow"  # or "pointwise" (same network, plain L1 regression)
+  c.model.parameterization = "x1"  # or "velocity"
+  c.model.noise_std = 1.0
+  c.model.time_sampling = "logit_normal"  # or "uniform"
+  c.model.logit_mean = 0.0
+  c.model.logit_std = 1.0
+  # Sampling.
+  c.model.sample_steps = 16
+  c.model.num_samples = 4
+  c.model.combine = "mean"  # or "median"
+  c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
+
+  c.features = ml_collections.ConfigDict()
+  c.features.kind = "bow"
+  c.features.word_ngrams = (1, 2)
+  c.features.word_vocab = 30_000
+  c.features.char_ngrams = (0, 0)
+  c.features.char_vocab = 20_000
+  c.features.min_df = 2
+  c.features.max_chars = 5_000
+  c.features.max_terms = 48
+
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""  # required: a competition-format folder
+  c.data.split = "train"
+  c.data.cache_dir = ""
+  c.data.n_folds = 5
+  c.data.fold = 0
+  c.data.seed = 0
+  c.data.max_notebooks = 0
+  c.data.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
+  c.data.cells_per_batch = 2048
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.final_lr_fraction = 0.05
+  c.optim.warmup_steps = 50
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.clip_norm = 1.0
+  c.optim.grad_accum = 1
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seed = 0
+  c.train.epochs = 20
+  c.train.steps = 0  # > 0 overrides epochs
+  c.train.log_every = 20
+  c.train.eval_every = 200
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 2
+  c.train.stop_check_every = 1
+  c.train.rng_impl = "unsafe_rbg"
+
+  c.lock()
+  return c

@@ -1,0 +1,339 @@
+"""Diffusion ranker: markdown positions denoised by a transformer over all cells.
+
+The whole notebook is one sample. Every cell is a vector (`cell_vec` [B, C, F]
+when the featurizer provides one, e.g. cached encoder vectors; otherwise the
+BOW `BagEncoder` of `jaxrank.models.bow_mlp` over the TF-IDF bags). Each cell
+also carries a scalar *position* in centred units x = 2 * key - 1 (keys as in
+`jaxrank.decode`):
+
+  code cells      x = 2 * code_pos - 1, known and clean at every step;
+  markdown cells  x_t, continuous, pure noise at t = 0 and the truth at t = 1.
+
+Objective: flow matching on the straight (rectified-flow) path of Lipman et
+al. 2022 / Liu et al. 2022,
+
+  x0 ~ N(0, noise_std^2),  x1 = 2 * target_key - 1,
+  x_t = (1 - t) * x0 + t * x1,          velocity  v = dx_t/dt = x1 - x0,
+
+with t drawn per notebook from the configured time distribution ("uniform"
+or "logit_normal" as in Esser et al. 2024, SD3). The *noise schedule* is this
+path plus `noise_std` and the time distribution (all in the config). The
+network is either parameterised to predict the clean position x1
+("x1": loss |x1_hat - x1|^2, which is the velocity loss weighted by (1 - t)^2,
+since v_hat = (x1_hat - x_t) / (1 - t)) or the velocity itself ("velocity":
+the plain flow-matching loss |v_hat - (x1 - x0)|^2). Loss over markdown cells
+only; code positions are conditions.
+
+Sampling (`predict`): S independent noise draws per notebook, K Euler steps of
+dt = 1/K from t = 0 to 1 (`euler_sample`), then the S final positions are
+combined per cell ("mean" or "median") into keys that `markdown_keys` hands to
+`decode.order_from_keys` (code order is always kept). The noise comes from the
+key the Predictor passes (fixed per run seed), so predictions are deterministic.
+With K = 1 the sampler returns the network's clean-position estimate at pure
+noise, i.e. a pointwise regressor of E[x1 | notebook].
+
+Denoiser: cell vector + embedding of the cell's position (raw value and Fourier
+features) + embedding of t, then pre-LN transformer blocks over the cells.
+Attention is masked to real cells and biased per head by pair features
+(TF-IDF cosine `sim` when present, |x_i - x_j|, t * |x_i - x_j|). No embedding
+of the row index: markdown rows are shuffled, and the model is equivariant to
+permutations of them (tested). Code rows get only their known position.
+
+`objective="pointwise"` trains the *same* network (same cell vectors, same
+transformer) as a plain regressor: markdown positions are given as 0 at t = 0
+and the head regresses the key with an L1 loss, like the public baseline. It is
+the matched pointwise peer in `benchmarks/bench_diffusion.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrank.models.bow_mlp import BagEncoder, Mlp
+
+Array = jax.Array
+
+OBJECTIVES = ("flow", "pointwise")
+PARAMETERIZATIONS = ("x1", "velocity")
+TIME_SAMPLING = ("uniform", "logit_normal")
+COMBINE = ("mean", "median")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+  vocab_size: int = 30_001
+  # Cell vectors (BagEncoder when the batch has no `cell_vec`).
+  embed_dim: int = 64
+  hidden_dim: int = 128  # transformer width
+  num_layers: int = 2  # BagEncoder MLP layers
+  term_dropout: float = 0.1
+  # Transformer over cells.
+  tf_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 256
+  dropout: float = 0.1
+  use_similarity: bool = True  # per-head attention bias from the TF-IDF cosine `sim`
+  # Objective and noise schedule.
+  objective: str = "flow"  # "flow" (diffusion) or "pointwise" (same net, plain regression)
+  parameterization: str = "x1"  # network predicts "x1" (clean position) or "velocity"
+  noise_std: float = 1.0  # x0 ~ N(0, noise_std^2) in centred units (keys span [-1, 1])
+  time_sampling: str = "logit_normal"  # t ~ "uniform"(0,1) or sigmoid(N(logit_mean, logit_std))
+  logit_mean: float = 0.0
+  logit_std: float = 1.0
+  # Sampling.
+  sample_steps: int = 16  # K Euler steps
+  num_samples: int = 4  # S noise draws per notebook, combined per cell
+  combine: str = "mean"  # "mean" or "median" of the S final positions
+  dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    for name, value, allowed in [("objective", self.objective, OBJECTIVES),
+                                 ("parameterization", self.parameterization, PARAMETERIZATIONS),
+                                 ("time_sampling", self.time_sampling, TIME_SAMPLING),
+                                 ("combine", self.combine, COMBINE)]:
+      if value not in allowed:
+        raise ValueError(f"diffusion config: {name}={value!r}, expected one of {allowed}")
+    if self.sample_steps < 1 or self.num_samples < 1:
+      raise ValueError(f"diffusion config: sample_steps={self.sample_steps} and "
+                       f"num_samples={self.num_samples} must both be >= 1")
+    if self.hidden_dim % self.num_heads:
+      raise ValueError(f"diffusion config: hidden_dim={self.hidden_dim} is not a multiple of "
+                       f"num_heads={self.num_heads}")
+
+
+# --- the maths of the path (pure functions, tested with oracle denoisers) --------
+def key_to_x(key):
+  """Key in (0, 1) -> centred position in (-1, 1)."""
+  return 2.0 * key - 1.0
+
+
+def x_to_key(x):
+  return 0.5 * (x + 1.0)
+
+
+def interpolate(x0, x1, t):
+  """x_t on the straight path; `t` broadcasts against x (e.g. [B, 1] for [B, C])."""
+  return (1.0 - t) * x0 + t * x1
+
+
+def velocity_target(x0, x1):
+  return x1 - x0
+
+
+def to_velocity(out, x_t, t, parameterization: str):
+  """The network output as a velocity (for the Euler step)."""
+  if parameterization == "velocity":
+    return out
+  # x1-prediction: v = (x1_hat - x_t) / (1 - t). The sampler never evaluates
+  # t = 1 (its last step starts at 1 - 1/K); the floor only guards other callers.
+  return (out - x_t) / jnp.maximum(1.0 - t, 1e-4)
+
+
+def to_x1(out, x_t, t, parameterization: str):
+  """The network output as a clean-position estimate."""
+  if parameterization == "x1":
+    return out
+  return x_t + (1.0 - t) * out
+
+
+def sample_times(rng, shape, cfg: DiffusionConfig):
+  """Training times t in (0, 1) from the configured distribution."""
+  if cfg.time_sampling == "uniform":
+    return jax.random.uniform(rng, shape)
+  return jax.nn.sigmoid(cfg.logit_mean + cfg.logit_std * jax.random.normal(rng, shape))
+
+
+def euler_sample(denoise_fn: Callable[[Array, Array], Array], x0, steps: int,
+                 parameterization: str):
+  """Integrates dx/dt = v(x, t) from t = 0 (x0) to t = 1 with `steps` Euler steps.
+
+  `denoise_fn(x_t, t)` (t a scalar) returns the network output in the given
+  parameterisation. With the true velocity of a point mass, (x1 - x_t)/(1 - t),
+  every step lands on the straight line to x1, so any K recovers x1 exactly.
+  """
+  dt = 1.0 / steps
+
+  def body(k, x):
+    t = k * dt
+    v = to_velocity(denoise_fn(x, t), x, t, parameterization)
+    return x + dt * v
+
+  return jax.lax.fori_loop(0, steps, body, x0)
+
+
+# --- the network --------------------------------------------------------------------
+def _features(x, n: int = 6):
+  """Raw value plus fixed Fourier features of a position or time: [..., 2n + 1]."""
+  freqs = (jnp.pi / 2) * (2.0 ** jnp.arange(n))
+  ang = x[..., None] * freqs
+  return jnp.concatenate([x[..., None], jnp.sin(ang), jnp.cos(ang)], -1)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block with an additive attention bias [B, H, C, C]."""
+
+  dim: int
+  heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h_BxCxD, bias_BxHxCxC, deterministic: bool = True):
+    dh = self.dim // self.heads
+    x = nn.LayerNorm(dtype=self.dtype)(h_BxCxD)
+    qkv = nn.DenseGeneral((3, self.heads, dh), dtype=self.dtype, name="qkv")(x)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, C, H, dh]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(dh)
+    w = jax.nn.softmax(logits + bias_BxHxCxC, -1)
+    w = nn.Dropout(self.dropout)(w, deterministic=deterministic)
+    o = jnp.einsum("bhqk,bkhd->bqhd", w.astype(self.dtype), v)
+    o = nn.DenseGeneral(self.dim, axis=(-2, -1), dtype=self.dtype, name="out")(o)
+    h_BxCxD = h_BxCxD + nn.Dropout(self.dropout)(o, deterministic=deterministic)
+    x = nn.LayerNorm(dtype=self.dtype)(h_BxCxD)
+    x = Mlp(self.mlp_dim, self.dim, 2, self.dropout, self.dtype, name="mlp")(x, deterministic)
+    return h_BxCxD + nn.Dropout(self.dropout)(x, deterministic=deterministic)
+
+
+class Denoiser(nn.Module):
+  """(batch, markdown positions x_t [B, C], time t [B]) -> output per cell [B, C]."""
+
+  config: DiffusionConfig
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Array], x_BxC, t_B, deterministic: bool = True):
+    cfg = self.config
+    d = cfg.hidden_dim
+    is_code, mask = batch["is_code"], batch["cell_mask"]
+    if "cell_vec" in batch:  # precomputed vectors (e.g. a frozen encoder's, cached)
+      cell = nn.Dense(d, dtype=cfg.dtype, name="cell_proj")(batch["cell_vec"].astype(cfg.dtype))
+      cell = cell + nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
+      cell = nn.LayerNorm(dtype=cfg.dtype, name="cell_norm")(cell)
+    else:
+      cell = BagEncoder(cfg.vocab_size, cfg.embed_dim, d, cfg.num_layers, cfg.dropout,
+                        cfg.term_dropout, cfg.dtype, name="cells")(
+                            batch["ids"], batch["weights"], is_code, deterministic)
+
+    # Positions: code cells at their known place, markdown at x_t; padding at 0.
+    pos_BxC = jnp.where(is_code, key_to_x(batch["code_pos"]), x_BxC.astype(jnp.float32))
+    pos_BxC = jnp.where(mask, pos_BxC, 0.0)
+    t_B = t_B.astype(jnp.float32)
+    pos_emb = Mlp(d, d, 2, 0.0, cfg.dtype, name="pos_emb")(_features(pos_BxC).astype(cfg.dtype))
+    t_emb = Mlp(d, d, 2, 0.0, cfg.dtype, name="time_emb")(_features(t_B).astype(cfg.dtype))
+    h = cell + pos_emb + t_emb[:, None, :]
+
+    # Attention bias from pair features; padding keys masked out.
+    dist = jnp.abs(pos_BxC[:, :, None] - pos_BxC[:, None, :])
+    pair = [dist, t_B[:, None, None] * dist]
+    if cfg.use_similarity and "sim" in batch:
+      pair.append(batch["sim"].astype(jnp.float32))
+    bias = nn.Dense(cfg.num_heads, name="pair_bias")(jnp.stack(pair, -1))  # [B, C, C, H]
+    bias = jnp.where(mask[:, None, :, None], bias, -1e9).transpose(0, 3, 1, 2)
+    for i in range(cfg.tf_layers):
+      h = Block(d, cfg.num_heads, cfg.mlp_dim, cfg.dropout, cfg.dtype, name=f"block{i}")(
+          h, bias, deterministic)
+    h = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(h)
+    return nn.Dense(1, dtype=cfg.dtype, name="head")(h)[..., 0].astype(jnp.float32)
+
+
+class DiffusionRanker(nn.Module):
+  """Training-time wrapper: noises the true markdown positions, then denoises."""
+
+  config: DiffusionConfig
+
+  def setup(self):
+    self.denoiser = Denoiser(self.config)
+
+  def denoise(self, batch, x_BxC, t_B, deterministic: bool = True):
+    return self.denoiser(batch, x_BxC, t_B, deterministic)
+
+  def __call__(self, batch: Mapping[str, Array], deterministic: bool = True):
+    cfg = self.config
+    B, C = batch["cell_mask"].shape
+    if "target_key" not in batch:  # init / shape inference: no targets
+      zeros = jnp.zeros((B, C), jnp.float32)
+      return {"pred": self.denoise(batch, zeros, jnp.zeros((B,)), deterministic)}
+    x1 = key_to_x(batch["target_key"].astype(jnp.float32))
+    if cfg.objective == "pointwise":
+      zeros = jnp.zeros((B, C), jnp.float32)
+      return {"pred": self.denoise(batch, zeros, jnp.zeros((B,)), deterministic),
+              "x1": x1, "x0": zeros, "t": jnp.zeros((B,))}
+    # The trainer passes one key as "dropout"; make_rng folds in a fresh
+    # counter, so the noise is independent of the dropout masks. A
+    # deterministic call (e.g. a validation loss) uses a fixed key.
+    rng = self.make_rng("dropout") if not deterministic else jax.random.key(0)
+    k_t, k_x = jax.random.split(rng)
+    t_B = sample_times(k_t, (B,), cfg)
+    x0 = cfg.noise_std * jax.random.normal(k_x, (B, C))
+    x_t = interpolate(x0, x1, t_B[:, None])
+    return {"pred": self.denoise(batch, x_t, t_B, deterministic), "x1": x1, "x0": x0,
+            "x_t": x_t, "t": t_B}
+
+
+def build(config: DiffusionConfig) -> nn.Module:
+  return DiffusionRanker(config)
+
+
+def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
+            config: DiffusionConfig) -> tuple[Array, dict[str, Array]]:
+  """Mean over real markdown cells; see the module docstring for each objective."""
+  md = (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)
+  n_md = jnp.maximum(md.sum(), 1.0)
+  pred, x1 = outputs["pred"], outputs["x1"]
+  if config.objective == "pointwise":
+    key_l1 = (jnp.abs(pred - x1) * md).sum() / n_md / 2  # in key units
+    return key_l1, {"loss": key_l1, "key_l1": key_l1, "n_markdown": md.sum()}
+  t = outputs["t"][:, None]
+  if config.parameterization == "x1":
+    err2 = (pred - x1) ** 2
+  else:
+    err2 = (pred - velocity_target(outputs["x0"], x1)) ** 2
+  loss = (err2 * md).sum() / n_md
+  x1_hat = to_x1(pred, outputs["x_t"], t, config.parameterization)
+  key_l1 = (jnp.abs(x1_hat - x1) * md).sum() / n_md / 2
+  return loss, {"loss": loss, "key_l1": key_l1, "n_markdown": md.sum()}
+
+
+# --- sampling -------------------------------------------------------------------------
+def sample(model: nn.Module, params, batch: Mapping[str, Array], x0_SxBxC,
+           cfg: DiffusionConfig) -> Array:
+  """Final positions [S, B, C] from given noise (one Euler run per noise draw)."""
+
+  def one(x0_BxC):
+    def denoise_fn(x, t):
+      t_B = jnp.full((x.shape[0],), t, jnp.float32)
+      return model.apply({"params": params}, batch, x, t_B, True, method=DiffusionRanker.denoise)
+    return euler_sample(denoise_fn, x0_BxC, cfg.sample_steps, cfg.parameterization)
+
+  return jax.vmap(one)(x0_SxBxC)
+
+
+def combine(x_SxBxC, how: str) -> Array:
+  return jnp.median(x_SxBxC, 0) if how == "median" else jnp.mean(x_SxBxC, 0)
+
+
+def predict(model: nn.Module, params, batch: Mapping[str, Array], rng,
+            cfg: DiffusionConfig) -> dict[str, Array]:
+  """Jit-able: markdown keys [B, C] (and their spread over samples) for a batch."""
+  B, C = batch["cell_mask"].shape
+  if cfg.objective == "pointwise":
+    zeros = jnp.zeros((B, C), jnp.float32)
+    out = model.apply({"params": params}, batch, zeros, jnp.zeros((B,)), True,
+                      method=DiffusionRanker.denoise)
+    return {"key": x_to_key(out), "key_std": jnp.zeros_like(out)}
+  x0 = cfg.noise_std * jax.random.normal(rng, (cfg.num_samples, B, C))
+  xs = sample(model, params, batch, x0, cfg)
+  return {"key": x_to_key(combine(xs, cfg.combine)), "key_std": 0.5 * xs.std(0)}
+
+
+def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                  config: DiffusionConfig) -> np.ndarray:
+  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding."""
+  del config
+  return np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)

@@ -1,0 +1,283 @@
+"""Diffusion ranker: path maths with oracle denoisers, equivariance, resume, entry points."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import diffusion as diffusion_config
+from jaxrank import checkpoint, decode, features, submission, train
+from jaxrank.data import batching
+from jaxrank.data import notebooks as nb_io
+from jaxrank.models import diffusion
+from tests.conftest import FAST_XLA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_diffusion_config(**overrides):
+  """The real diffusion config shrunk: sample notebooks, dim 16, 1 block, 3 steps."""
+  c = diffusion_config.get_config()
+  c.data.data_dir = str(nb_io.sample_data_dir())
+  c.data.max_notebooks = 40
+  c.data.n_folds = 2
+  c.data.buckets = (128, 1024)  # the first 40 sample notebooks all fit 128: one shape
+  c.data.cells_per_batch = 512
+  c.features.word_vocab = 1000
+  c.features.max_terms = 8
+  c.model.embed_dim = 8
+  c.model.hidden_dim = 16
+  c.model.mlp_dim = 16
+  c.model.num_heads = 2
+  c.model.tf_layers = 1
+  c.model.sample_steps = 2
+  c.model.num_samples = 2
+  c.train.steps = 3
+  c.train.log_every = 1
+  c.train.eval_every = 1000
+  c.train.checkpoint_every = 1000
+  for dotted, value in overrides.items():
+    node = c
+    *path, leaf = dotted.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+# --- path maths with oracle denoisers ------------------------------------------------
+@pytest.mark.parametrize("parameterization", ["x1", "velocity"])
+@pytest.mark.parametrize("steps", [1, 3, 50])
+def test_true_denoiser_of_a_point_mass_recovers_positions(parameterization, steps):
+  x1 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (3, 7)), jnp.float32)
+  x0 = jax.random.normal(jax.random.key(1), x1.shape)
+
+  def oracle(x, t):  # the exact denoiser of a point mass at x1
+    return x1 if parameterization == "x1" else (x1 - x) / (1.0 - t)
+
+  out = diffusion.euler_sample(oracle, x0, steps, parameterization)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(x1), atol=2e-5)
+  # The straight path itself: x_t at t=0 is noise, at t=1 the data; v is constant.
+  np.testing.assert_allclose(diffusion.interpolate(x0, x1, 0.0), x0)
+  np.testing.assert_allclose(diffusion.interpolate(x0, x1, 1.0), x1)
+  x_half = diffusion.interpolate(x0, x1, 0.5)
+  v = diffusion.to_velocity(x1, x_half, 0.5, "x1")
+  np.testing.assert_allclose(v, diffusion.velocity_target(x0, x1), atol=1e-5)
+  np.testing.assert_allclose(diffusion.to_x1(v, x_half, 0.5, "velocity"), x1, atol=1e-5)
+
+
+def test_true_denoiser_of_a_two_point_mixture_samples_its_modes():
+  """Data = a or b (1/2 each), noise N(0, s^2). The exact posterior-mean denoiser
+  with one step gives the mixture mean; with many steps every sample ends at a
+  mode and both modes are hit about equally often."""
+  a, b, s = -0.6, 0.8, 1.0
+
+  def oracle_x1(x, t):
+    # p(x_t | x1) = N(t x1, ((1 - t) s)^2): posterior weights of the two modes.
+    var = ((1.0 - t) * s) ** 2
+    la, lb = -(x - t * a) ** 2 / (2 * var), -(x - t * b) ** 2 / (2 * var)
+    wa = jax.nn.sigmoid(la - lb)
+    return wa * a + (1 - wa) * b
+
+  x0 = s * jax.random.normal(jax.random.key(0), (4000,))
+  one = diffusion.euler_sample(oracle_x1, x0, 1, "x1")
+  np.testing.assert_allclose(np.asarray(one), (a + b) / 2, atol=1e-6)
+  many = np.asarray(diffusion.euler_sample(oracle_x1, x0, 400, "x1"))
+  dist = np.minimum(np.abs(many - a), np.abs(many - b))
+  assert np.quantile(dist, 0.99) < 0.02, np.quantile(dist, [0.5, 0.99, 1.0])
+  frac_b = np.mean(np.abs(many - b) < np.abs(many - a))
+  assert 0.45 < frac_b < 0.55
+  # Velocity parameterisation of the same oracle gives the same samples.
+  vel = diffusion.euler_sample(lambda x, t: (oracle_x1(x, t) - x) / (1 - t), x0, 400, "velocity")
+  np.testing.assert_allclose(np.asarray(vel), many, atol=1e-4)
+
+
+def test_time_sampling_and_config_validation():
+  for how in diffusion.TIME_SAMPLING:
+    t = diffusion.sample_times(jax.random.key(0), (5000,), diffusion.DiffusionConfig(
+        time_sampling=how))
+    assert float(t.min()) > 0 and float(t.max()) < 1 and abs(float(t.mean()) - 0.5) < 0.02
+  with pytest.raises(ValueError, match="parameterization='eps'"):
+    diffusion.DiffusionConfig(parameterization="eps")
+
+
+# --- the network on real sample batches -----------------------------------------------
+@pytest.fixture(scope="module")
+def batch_and_params():
+  """One collated sample batch (3 notebooks with markdown) + initialised params."""
+  nbs = [nb for nb in nb_io.load_split(nb_io.sample_data_dir(), "train")
+         if 3 <= nb.n_markdown and nb.n_cells <= 40][:3]
+  cfg = tiny_diffusion_config()
+  featurizer, items = features.fit_any(cfg.features, nbs)
+  arrays = batching.collate(items, 40)
+  fam = train.family_from_config(cfg, featurizer.vocab_size)
+  model = fam.build()
+  x = {k: v for k, v in arrays.items() if not k.startswith("target_")}
+  params = model.init({"params": jax.random.key(0)}, x, deterministic=True)["params"]
+  return nbs, arrays, fam, model, params
+
+
+def _permute_markdown(arrays, rng):
+  """Shuffles the markdown rows of every notebook; returns arrays and row perms."""
+  out = {k: v.copy() for k, v in arrays.items()}
+  perms = []
+  for r in range(arrays["cell_mask"].shape[0]):
+    n, nc = int(arrays["cell_mask"][r].sum()), int(arrays["n_code"][r])
+    perm = np.arange(arrays["cell_mask"].shape[1])
+    perm[nc:n] = nc + rng.permutation(n - nc)
+    for k, v in arrays.items():
+      if k == "n_code":
+        continue
+      out[k][r] = v[r][perm]
+      if k in batching.PAIR_FIELDS:
+        out[k][r] = out[k][r][:, perm]
+    perms.append(perm)
+  return out, np.stack(perms)
+
+
+def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(batch_and_params):
+  _, arrays, fam, model, params = batch_and_params
+  perm_arrays, perms = _permute_markdown(arrays, np.random.default_rng(0))
+  assert not np.array_equal(perms, np.broadcast_to(np.arange(perms.shape[1]), perms.shape))
+  B, C = arrays["cell_mask"].shape
+  x = np.random.default_rng(1).normal(size=(B, C)).astype(np.float32)
+  x_perm = np.take_along_axis(x, perms, 1)
+  t = jnp.array([0.1, 0.5, 0.9])
+  strip = lambda a: {k: jnp.asarray(v) for k, v in a.items() if not k.startswith("target_")}
+  apply = lambda a, x: model.apply({"params": params}, strip(a), x, t, True,
+                                   method=diffusion.DiffusionRanker.denoise)
+  out, out_p = np.asarray(apply(arrays, x)), np.asarray(apply(perm_arrays, x_perm))
+  mask = arrays["cell_mask"]
+  np.testing.assert_allclose(np.take_along_axis(out, perms, 1)[mask], out_p[mask], atol=1e-5)
+  assert np.std(out[mask]) > 1e-4  # not trivially constant
+  # The whole sampler, given noise permuted the same way.
+  cfg = fam.cfg
+  x0 = np.random.default_rng(2).normal(size=(2, B, C)).astype(np.float32)
+  xs = np.asarray(diffusion.sample(model, params, strip(arrays), x0, cfg))
+  xs_p = np.asarray(diffusion.sample(model, params, strip(perm_arrays),
+                                     np.take_along_axis(x0, perms[None], 2), cfg))
+  np.testing.assert_allclose(np.take_along_axis(xs, perms[None], 2)[:, mask], xs_p[:, mask],
+                             atol=1e-4)
+
+
+def test_sampling_is_deterministic_given_the_seed(batch_and_params):
+  nbs, arrays, fam, model, params = batch_and_params
+  x = {k: jnp.asarray(v) for k, v in arrays.items() if not k.startswith("target_")}
+  fn = jax.jit(lambda p, b, r: diffusion.predict(model, p, b, r, fam.cfg))
+  a = fn(params, x, jax.random.key(3))["key"]
+  b = fn(params, x, jax.random.key(3))["key"]
+  c = fn(params, x, jax.random.key(4))["key"]
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.allclose(np.asarray(a), np.asarray(c))
+  out = jax.device_get({"key": a})
+  for row, nb in enumerate(nbs):
+    keys = diffusion.markdown_keys(out, row, nb.n_code, nb.n_markdown, fam.cfg)
+    order = decode.order_from_keys(nb, keys)
+    assert sorted(order) == sorted(nb.cell_ids)
+    assert [c for c in order if c in set(nb.code_ids)] == list(nb.code_ids)
+
+
+@pytest.mark.parametrize("objective,param", [("flow", "x1"), ("flow", "velocity"),
+                                             ("pointwise", "x1")])
+def test_loss_is_finite_and_has_gradients(batch_and_params, objective, param):
+  _, arrays, fam, model, params = batch_and_params
+  cfg = dataclasses.replace(fam.cfg, objective=objective, parameterization=param)
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+
+  def loss(p):
+    out = model.clone(config=cfg).apply({"params": p}, batch, deterministic=False,
+                                        rngs={"dropout": jax.random.key(0)})
+    return diffusion.loss_fn(out, batch, cfg)
+
+  (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  assert np.isfinite(float(value)) and float(value) > 0
+  assert float(aux["n_markdown"]) == float((arrays["cell_mask"] & ~arrays["is_code"]).sum())
+  assert float(jax.tree.reduce(lambda s, g: s + jnp.abs(g).sum(), grads, 0.0)) > 0
+
+
+def test_cell_vectors_replace_the_bag_encoder(batch_and_params):
+  """A `cell_vec` field (e.g. cached encoder vectors) is used instead of the bags."""
+  _, arrays, fam, model, _ = batch_and_params
+  B, C = arrays["cell_mask"].shape
+  x = {k: jnp.asarray(v) for k, v in arrays.items()
+       if not k.startswith("target_") and k not in ("ids", "weights")}
+  x["cell_vec"] = jnp.asarray(np.random.default_rng(0).normal(size=(B, C, 12)), jnp.float32)
+  params = model.init({"params": jax.random.key(0)}, x, deterministic=True)["params"]
+  assert "cell_proj" in params["denoiser"] and "cells" not in params["denoiser"]
+  out = diffusion.predict(model, params, x, jax.random.key(0), fam.cfg)
+  assert out["key"].shape == (B, C) and np.isfinite(np.asarray(out["key"])).all()
+
+
+# --- training loop ---------------------------------------------------------------------
+def _params(workdir):
+  return jax.tree.leaves(checkpoint.restore_params(workdir))
+
+
+def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
+  cfg = tiny_diffusion_config(**{"data.n_folds": 1})
+  # Both runs start from one saved featurizer. A fresh run featurizes with
+  # fit_transform, a resumed one with transform of the loaded featurizer, and
+  # bow.csr_to_bags orders (and, at the max_terms cut, picks among tied)
+  # terms by CSR column order, which differs between those two paths; the
+  # tiny float differences then flip near-zero Adam updates. That is a
+  # featurizer issue, not the model's: keep it out of this test.
+  featurizer, _ = features.fit_any(cfg.features, train.load_notebooks(cfg.data))
+  for run in ("a", "b"):
+    features.save_any(cfg.features.kind, featurizer, tmp_path / run)
+  stops = iter([False, True])  # stop requested after step 2
+  out = train.train_and_evaluate(cfg, tmp_path / "a", should_stop=lambda: next(stops, False))
+  assert out == {"status": "preempted", "step": 2}
+  assert checkpoint.Checkpointer(tmp_path / "a").latest_step() == 2
+  out = train.train_and_evaluate(cfg, tmp_path / "a")
+  assert out["status"] == "done" and out["step"] == 3
+  train.train_and_evaluate(cfg, tmp_path / "b")
+  for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3]
+
+
+# --- entry points ------------------------------------------------------------------------
+def _run(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=timeout)
+  assert p.returncode == 0, f"{args[0]} failed ({p.returncode}):\n{p.stderr[-4000:]}"
+  return p
+
+
+def test_train_evaluate_predict_with_the_diffusion_flagfile(tmp_path):
+  sample = nb_io.sample_data_dir()
+  wd = tmp_path / "run"
+  tiny = ["--config.data.max_notebooks=30", "--config.data.n_folds=2", "--config.train.steps=2",
+          "--config.data.buckets=(128,1024)", "--config.model.hidden_dim=16",
+          "--config.model.mlp_dim=16", "--config.model.embed_dim=8", "--config.model.tf_layers=1",
+          "--config.features.word_vocab=500", "--config.model.sample_steps=2"]
+  _run("experiments.train", "--flagfile=experiments/flags/diffusion.flags",
+       f"--config.data.data_dir={sample}", f"--workdir={wd}", f"--workspace={tmp_path}", *tiny)
+  run = json.loads((wd / "run.json").read_text())
+  assert run["status"] == "done" and run["steps"] == 2 and run["model"] == "diffusion"
+  cfg = json.loads((wd / "config.json").read_text())
+  assert cfg["model"]["num_samples"] == 4 and cfg["model"]["sample_steps"] == 2  # flagfile, override
+  assert -1 <= json.loads((wd / "eval" / "val.json").read_text())["metrics"]["kendall_tau"] <= 1
+
+  p = _run("experiments.evaluate", f"--workdir={wd}", f"--data_dir={sample}", "--split=train",
+           "--val_only")
+  table = json.loads((wd / "eval" / "train_val.json").read_text())["metrics"]
+  assert -1 <= table["kendall_tau"] <= 1 and "kendall_tau" in p.stdout
+
+  out = tmp_path / "submission.csv"
+  _run("experiments.predict", f"--workdir={wd}", f"--data_dir={sample}", "--split=test",
+       f"--output={out}")
+  test = nb_io.load_split(sample, "test")
+  scored = submission.read_submission(out)
+  submission.validate_submission(scored, test)
+  assert len(scored) == len(test)
