@@ -26,6 +26,7 @@ from jaxrank import train
 from jaxrank.data import batching
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.data import notebooks as nb_io
+from tests.conftest import FAST_XLA
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,6 @@ import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxrank import train
 from jaxrank.models import rankers
-from tests.conftest import FAST_XLA
 
 def batch(kind):
   rng = np.random.default_rng(0)
