@@ -12,6 +12,8 @@ Train, evaluate, predict (the README's main job does the same on the sample):
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -48,37 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.features.max_chars = 5_000  # huge cells are truncated for features, never dropped
   c.features.max_terms = 48
 
-  c.data = ml_collections.ConfigDict()
-  c.data.data_dir = ""  # required: a competition-format folder
-  c.data.split = "train"
-  c.data.cache_dir = ""  # parsed-notebook cache; entry points default it into the workspace
-  c.data.n_folds = 5  # validation = one ancestor-grouped fold; 1 = no validation
-  c.data.fold = 0
-  c.data.seed = 0
-  c.data.max_notebooks = 0  # 0 = all
-  c.data.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
-  c.data.cells_per_batch = 2048
+  c.data = common.data()
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 5e-3
-  c.optim.final_lr_fraction = 0.05
-  c.optim.warmup_steps = 50
-  c.optim.weight_decay = 0.05
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.clip_norm = 1.0
-  c.optim.grad_accum = 1
+  c.optim = common.optim(lr=5e-3, weight_decay=0.05)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.seed = 0
-  c.train.epochs = 6
-  c.train.steps = 0  # > 0 overrides epochs
-  c.train.log_every = 20
-  c.train.eval_every = 48
-  c.train.checkpoint_every = 100
-  c.train.keep_checkpoints = 2
-  c.train.stop_check_every = 1
-  c.train.rng_impl = "unsafe_rbg"  # dropout keys; "threefry2x32" is jax's default
+  c.train = common.train(epochs=6, eval_every=48)
 
   c.lock()
   return c

@@ -17,6 +17,8 @@ Sampling steps / samples are read from the saved config at prediction time;
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -57,37 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.features.max_chars = 5_000
   c.features.max_terms = 48
 
-  c.data = ml_collections.ConfigDict()
-  c.data.data_dir = ""  # required: a competition-format folder
-  c.data.split = "train"
-  c.data.cache_dir = ""
-  c.data.n_folds = 5
-  c.data.fold = 0
-  c.data.seed = 0
-  c.data.max_notebooks = 0
-  c.data.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
-  c.data.cells_per_batch = 2048
+  c.data = common.data()
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 1e-3
-  c.optim.final_lr_fraction = 0.05
-  c.optim.warmup_steps = 50
-  c.optim.weight_decay = 0.01
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.clip_norm = 1.0
-  c.optim.grad_accum = 1
+  c.optim = common.optim()
 
-  c.train = ml_collections.ConfigDict()
-  c.train.seed = 0
-  c.train.epochs = 20
-  c.train.steps = 0  # > 0 overrides epochs
-  c.train.log_every = 20
-  c.train.eval_every = 200
-  c.train.checkpoint_every = 100
-  c.train.keep_checkpoints = 2
-  c.train.stop_check_every = 1
-  c.train.rng_impl = "unsafe_rbg"
+  c.train = common.train()
 
   c.lock()
   return c

@@ -20,6 +20,8 @@ Fine-tune the encoder end to end (GPU): --config.features.kind=subword
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -58,37 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.features.max_chars = 2000
   c.features.batch_rows = 64
 
-  c.data = ml_collections.ConfigDict()
-  c.data.data_dir = ""
-  c.data.split = "train"
-  c.data.cache_dir = ""
-  c.data.n_folds = 5
-  c.data.fold = 0
-  c.data.seed = 0
-  c.data.max_notebooks = 0
-  c.data.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
-  c.data.cells_per_batch = 1024
+  c.data = common.data(cells_per_batch=1024)
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 1e-3
-  c.optim.final_lr_fraction = 0.05
-  c.optim.warmup_steps = 100
-  c.optim.weight_decay = 0.01
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.clip_norm = 1.0
-  c.optim.grad_accum = 1
+  c.optim = common.optim(warmup_steps=100)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.seed = 0
-  c.train.epochs = 20
-  c.train.steps = 0
-  c.train.log_every = 20
-  c.train.eval_every = 200
-  c.train.checkpoint_every = 200
-  c.train.keep_checkpoints = 2
-  c.train.stop_check_every = 1
-  c.train.rng_impl = "unsafe_rbg"
+  c.train = common.train(checkpoint_every=200)
 
   c.lock()
   return c

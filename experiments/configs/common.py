@@ -1,0 +1,51 @@
+"""The config groups every model shares (`config.data`, `.optim`, `.train`).
+
+Each builder returns the defaults the trainer (`jaxrank/train.py`) reads; a
+model config passes only the values it changes, e.g. `common.optim(lr=5e-3)`.
+"""
+
+import ml_collections
+
+
+def data(**overrides) -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.data_dir = ""  # required: a competition-format folder
+  d.split = "train"
+  d.cache_dir = ""  # parsed-notebook cache; entry points default it into the workspace
+  d.n_folds = 5  # validation = one ancestor-grouped fold; 1 = no validation
+  d.fold = 0
+  d.seed = 0
+  d.max_notebooks = 0  # 0 = all
+  d.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)
+  d.cells_per_batch = 2048
+  d.update(overrides)
+  return d
+
+
+def optim(**overrides) -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.lr = 1e-3
+  o.final_lr_fraction = 0.05
+  o.warmup_steps = 50
+  o.weight_decay = 0.01
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.clip_norm = 1.0
+  o.grad_accum = 1
+  o.update(overrides)
+  return o
+
+
+def train(**overrides) -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.seed = 0
+  t.epochs = 20
+  t.steps = 0  # > 0 overrides epochs
+  t.log_every = 20
+  t.eval_every = 200
+  t.checkpoint_every = 100
+  t.keep_checkpoints = 2
+  t.stop_check_every = 1
+  t.rng_impl = "unsafe_rbg"  # dropout keys; "threefry2x32" is jax's default
+  t.update(overrides)
+  return t
