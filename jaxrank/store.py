@@ -571,25 +571,13 @@ def import_model(ws: Workspace, src: str | os.PathLike, name: str, *,
         raise SourceError(f"{folder}: the tokenizer has {len(tok)} tokens but the model's "
                           f"vocab_size is {cfg.vocab_size}")
       _save_params(tmp / "params", params)
-      manifest = {
-          "format_version": FORMAT_VERSION,
-          "kind": MODEL,
-          "name": name,
-          "source": source_label or described,
-          "source_fingerprint": fingerprint,
-          "architecture": info.hf_config["model_type"],
-          "hf_architectures": info.hf_config.get("architectures"),
-          "weights_format": info.weights_format,
-          "parameter_count": roberta.count_params(params),
-          "hidden_size": cfg.hidden_size,
-          "num_layers": cfg.num_layers,
-          "max_length": cfg.max_length,
-          "tokenizer_size": len(tok),
-          "created_at": _now(),
-          "created_by": _created_by(),
-          "jaxrank_version": jaxrank.__version__,
-          "files": _hash_tree(tmp),
-      }
+      manifest = _manifest(
+          MODEL, name, fingerprint, tmp, source=source_label or described,
+          architecture=info.hf_config["model_type"],
+          hf_architectures=info.hf_config.get("architectures"),
+          weights_format=info.weights_format, parameter_count=roberta.count_params(params),
+          hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, max_length=cfg.max_length,
+          tokenizer_size=len(tok))
       io_utils.atomic_write_json(tmp / MANIFEST, manifest)
   except FileExistsError:
     # Lost a race for `name`: fine if the winner imported the same bytes.
@@ -614,23 +602,21 @@ def import_tokenizer(ws: Workspace, folder: str | os.PathLike, name: str) -> dic
   try:
     with io_utils.atomic_dir(dest) as tmp:
       tok = _write_tokenizer(folder, files, tmp)
-      manifest = {
-          "format_version": FORMAT_VERSION,
-          "kind": TOKENIZER,
-          "name": name,
-          "source": str(folder),
-          "source_fingerprint": fingerprint,
-          "tokenizer_size": len(tok),
-          "created_at": _now(),
-          "created_by": _created_by(),
-          "jaxrank_version": jaxrank.__version__,
-          "files": _hash_tree(tmp),
-      }
+      manifest = _manifest(TOKENIZER, name, fingerprint, tmp, source=str(folder),
+                           tokenizer_size=len(tok))
       io_utils.atomic_write_json(tmp / MANIFEST, manifest)
   except FileExistsError:
     return _existing_if_identical(ws, name, TOKENIZER, fingerprint)
   log.info("imported tokenizer %r from %s into %s", name, folder, dest)
   return manifest
+
+
+def _manifest(kind: str, name: str, fingerprint: str, folder: Path, **fields) -> dict[str, Any]:
+  """A store entry's manifest: bookkeeping, `fields`, and the sha256 of every file in `folder`."""
+  return {"format_version": FORMAT_VERSION, "kind": kind, "name": name,
+          "source_fingerprint": fingerprint, **fields, "created_at": _now(),
+          "created_by": _created_by(), "jaxrank_version": jaxrank.__version__,
+          "files": _hash_tree(folder)}
 
 
 def _existing_if_identical(ws: Workspace, name: str, kind: str, fingerprint: str):
