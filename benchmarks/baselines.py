@@ -160,6 +160,14 @@ def tfidf_nearest_code(train: Sequence[Notebook], val: Sequence[Notebook]) -> di
   return preds
 
 
+def _literal(text: str):
+  """A Python literal ("4", "(1, 2)", "False"), else the text itself (a string value)."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
 def bow_mlp(data_dir: str, fold: int, n_folds: int, seed: int, overrides: Sequence[str] = ()
             ) -> Ranker:
   """Our BOW-MLP, trained by the real trainer on the same fold (in a temp workdir)."""
@@ -170,13 +178,8 @@ def bow_mlp(data_dir: str, fold: int, n_folds: int, seed: int, overrides: Sequen
     config = bow_config.get_config()
     config.data.data_dir, config.data.fold = data_dir, fold
     config.data.n_folds, config.data.seed = n_folds, seed
-    for item in overrides:
-      key, value = item.split("=", 1)
-      node = config
-      *path, leaf = key.split(".")
-      for part in path:
-        node = node[part]
-      node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+    config.update_from_flattened_dict(
+        {k: _literal(v) for k, v in (item.split("=", 1) for item in overrides)})
     with tempfile.TemporaryDirectory() as wd:
       trainer.train_and_evaluate(config, wd)
       predictor, _ = trainer.load_predictor(wd)

@@ -43,12 +43,7 @@ def tiny_diffusion_config(**overrides):
   c.train.log_every = 1
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
-  for dotted, value in overrides.items():
-    node = c
-    *path, leaf = dotted.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 
