@@ -10,9 +10,17 @@ row is scored by `jaxrank.submission.score_submission` (validated, then
     notebooks as groups; decoded so code cells keep their order;
   * tfidf_ridge: TF-IDF (word 1-2 grams) of each markdown cell's own text, Ridge
     regression of its true key (relative position, see jaxrank.decode);
-    code cells at their known keys.
+    code cells at their known keys;
+  * tfidf_nearest_code / lexical_nearest_code: each markdown cell just before
+    its most similar code cell (fitted TF-IDF; per-notebook word TF-IDF);
+  * bow_mlp: our BOW-MLP, trained on the fold (--nobow_mlp to skip);
+  * with --encoder=NAME (a store model, e.g. minilm-l6): DESIGN.md's
+    frozen-encoder nearest-code heuristic (alone and + lexical), and our
+    RoBERTa cells ranker on the same frozen vectors, trained on the fold.
 
   python -m benchmarks.baselines --data_dir=../shared/data/nbcorpus --fold=0
+  python -m benchmarks.baselines --data_dir=../shared/data/nbcorpus --fold=0 \
+      --encoder=minilm-l6 --workspace=workspace
   python -m benchmarks.baselines --data_dir=... --out=workspace/baselines_fold0.json
 
 To add a row from elsewhere (e.g. a trained model):
@@ -24,6 +32,7 @@ To add a row from elsewhere (e.g. a trained model):
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -160,6 +169,44 @@ def tfidf_nearest_code(train: Sequence[Notebook], val: Sequence[Notebook]) -> di
   return preds
 
 
+def _nearest_code(nb: Notebook, sim: np.ndarray) -> list[str]:
+  """Order with each markdown cell just before its most similar code cell (`sim`: file order)."""
+  code = [i for i, t in enumerate(nb.cell_types) if t == "code"]
+  md = [i for i, t in enumerate(nb.cell_types) if t != "code"]
+  n = len(code)
+  keys = ((sim[np.ix_(md, code)].argmax(1) + 0.5) / (n + 1) if n
+          else np.full(len(md), 0.5))
+  return decode.order_from_keys(nb, keys)
+
+
+def lexical_nearest_code(train: Sequence[Notebook], val: Sequence[Notebook]
+                         ) -> dict[str, list[str]]:
+  """Nearest code cell by the per-notebook word TF-IDF cosine (`bow.lexical_sim`); no training."""
+  del train
+  from jaxrank.text import bow
+  return {nb.id: _nearest_code(nb, bow.lexical_sim(nb.sources)) for nb in val}
+
+
+def encoder_nearest_code(workspace: str, encoder: str, lexical: bool = False) -> Ranker:
+  """DESIGN.md's frozen-encoder heuristic: nearest code cell by the encoder's cosine
+  (plus the lexical cosine with `lexical`); vectors from the run cache."""
+  def ranker(train: Sequence[Notebook], val: Sequence[Notebook]) -> dict[str, list[str]]:
+    del train
+    from jaxrank.text import bow
+    from jaxrank.text import encoder_features as ef
+    f = ef._encoder_from_cfg({"workspace": workspace, "encoder": encoder})  # pylint: disable=protected-access
+    vecs = f.vectors([s for nb in val for s in nb.sources]).astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-6)
+    preds, a = {}, 0
+    for nb in val:
+      v = vecs[a:a + nb.n_cells]
+      a += nb.n_cells
+      sim = v @ v.T + (bow.lexical_sim(nb.sources) if lexical else 0.0)
+      preds[nb.id] = _nearest_code(nb, sim)
+    return preds
+  return ranker
+
+
 def _literal(text: str):
   """A Python literal ("4", "(1, 2)", "False"), else the text itself (a string value)."""
   try:
@@ -168,14 +215,15 @@ def _literal(text: str):
     return text
 
 
-def bow_mlp(data_dir: str, fold: int, n_folds: int, seed: int, overrides: Sequence[str] = ()
-            ) -> Ranker:
-  """Our BOW-MLP, trained by the real trainer on the same fold (in a temp workdir)."""
+def trained(config_module: str, data_dir: str, fold: int, n_folds: int, seed: int,
+            overrides: Sequence[str] = ()) -> Ranker:
+  """One of our rankers (`experiments/configs/<config_module>.py`), trained by the real
+  trainer on the same fold (in a temp workdir), then predicting `val`."""
   def ranker(train: Sequence[Notebook], val: Sequence[Notebook]) -> dict[str, list[str]]:
+    import importlib
     import tempfile
-    from experiments.configs import bow_mlp as bow_config
     from jaxrank import train as trainer
-    config = bow_config.get_config()
+    config = importlib.import_module(f"experiments.configs.{config_module}").get_config()
     config.data.data_dir, config.data.fold = data_dir, fold
     config.data.n_folds, config.data.seed = n_folds, seed
     config.update_from_flattened_dict(
@@ -193,6 +241,7 @@ BASELINES: dict[str, Ranker] = {
     "xgb_ranker": xgb_ranker,
     "tfidf_ridge": tfidf_ridge,
     "tfidf_nearest_code": tfidf_nearest_code,
+    "lexical_nearest_code": lexical_nearest_code,
 }
 
 
@@ -256,6 +305,10 @@ _ONLY = flags.DEFINE_list("only", None, f"Subset of rows to run, from {list(BASE
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the table (atomic write).")
 _BOW = flags.DEFINE_bool("bow_mlp", True, "Also train and score our BOW-MLP (row 'bow_mlp').")
 _BOW_OVERRIDES = flags.DEFINE_list("bow_overrides", [], "config overrides, e.g. train.epochs=4")
+_ENCODER = flags.DEFINE_string("encoder", None, "Store encoder (e.g. minilm-l6): adds the "
+                               "frozen-encoder nearest-code rows and the RoBERTa cells ranker.")
+_WORKSPACE = flags.DEFINE_string("workspace", "workspace", "Workspace holding the store.")
+_CELLS_OVERRIDES = flags.DEFINE_list("cells_overrides", [], "roberta_cells config overrides.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -270,9 +323,16 @@ def main(argv: Sequence[str]) -> None:
   if unknown:
     raise app.UsageError(f"unknown rows {unknown}; choose from {list(BASELINES)}")
   rankers = {n: BASELINES[n] for n in names}
+  fold_args = (_DATA_DIR.value, _FOLD.value, _N_FOLDS.value, _SEED.value)
   if _BOW.value:
-    rankers["bow_mlp"] = bow_mlp(_DATA_DIR.value, _FOLD.value, _N_FOLDS.value, _SEED.value,
-                                 _BOW_OVERRIDES.value)
+    rankers["bow_mlp"] = trained("bow_mlp", *fold_args, _BOW_OVERRIDES.value)
+  if _ENCODER.value:
+    ws, enc = str(Path(_WORKSPACE.value).absolute()), _ENCODER.value
+    rankers[f"{enc}_nearest_code"] = encoder_nearest_code(ws, enc)
+    rankers[f"{enc}+lexical_nearest_code"] = encoder_nearest_code(ws, enc, lexical=True)
+    rankers["roberta_cells"] = trained(
+        "roberta_cells", *fold_args,
+        [f"features.workspace={ws}", f"features.encoder={enc}", *_CELLS_OVERRIDES.value])
   rows = run_rankers(rankers, train, val)
   print(format_table(rows))
   if _OUT.value:

@@ -59,37 +59,47 @@ _MAX_EVALS = flags.DEFINE_integer("max_evals", 256, "Skip sweep points with K * 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_diffusion", "Runs and results go here.")
 _HIDDEN = flags.DEFINE_integer("hidden_dim", 128, "Transformer width of the diffusion nets.")
 _LAYERS = flags.DEFINE_integer("tf_layers", 2, "Transformer blocks of the diffusion nets.")
+_FEATURES = flags.DEFINE_enum("features", "encoder", ["encoder", "bow"],
+                              "Cell vectors of every model: cached frozen store-encoder vectors "
+                              "(+ their cosine and the per-notebook word TF-IDF cosine), or "
+                              "TF-IDF bags.")
+_WORKSPACE = flags.DEFINE_string("workspace", "workspace", "Workspace holding models/ (encoder).")
+_ENCODER = flags.DEFINE_string("encoder", "minilm-l6", "Store encoder for --features=encoder.")
 
 
 def _set(c, **dotted):
-  for key, value in dotted.items():
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(dotted)
   return c
 
 
 def _common(c, workdir: Path):
-  return _set(c, **{"data.data_dir": str(Path(_DATA_DIR.value).absolute()),
-                    "data.cache_dir": str(workdir / "cache"), "data.fold": _FOLD.value,
-                    "data.n_folds": _N_FOLDS.value, "train.steps": _STEPS.value,
-                    "train.eval_every": 10 ** 9, "train.checkpoint_every": 100,
-                    "train.log_every": 50, "optim.warmup_steps": min(50, _STEPS.value // 10)})
+  c = _set(c, **{"data.data_dir": str(Path(_DATA_DIR.value).absolute()),
+                 "data.cache_dir": str(workdir / "cache"), "data.fold": _FOLD.value,
+                 "data.n_folds": _N_FOLDS.value, "train.steps": _STEPS.value,
+                 "train.eval_every": 10 ** 9, "train.checkpoint_every": 100,
+                 "train.log_every": 50, "optim.warmup_steps": min(50, _STEPS.value // 10)})
+  if c.features.kind == "encoder":
+    c = _set(c, **{"features.workspace": str(Path(_WORKSPACE.value).absolute()),
+                   "features.encoder": _ENCODER.value})
+  return c
 
 
 def _configs(workdir: Path) -> dict:
-  from experiments.configs import bow_mlp, diffusion
+  from experiments.configs import bow_mlp, diffusion, roberta_cells
   net = {"model.hidden_dim": _HIDDEN.value, "model.tf_layers": _LAYERS.value,
          "model.sample_steps": 16, "model.num_samples": 1}
-  return {
-      "diffusion": _set(_common(diffusion.get_config(), workdir), **net),
-      "diffusion_pointwise": _set(_common(diffusion.get_config(), workdir),
+  kind = _FEATURES.value
+  out = {
+      "diffusion": _set(_common(diffusion.get_config(kind), workdir), **net),
+      "diffusion_pointwise": _set(_common(diffusion.get_config(kind), workdir),
                                   **net, **{"model.objective": "pointwise"}),
-      "bow_mlp_pointwise": _set(_common(bow_mlp.get_config(), workdir),
-                                **{"model.decode": "pointwise"}),
   }
+  if kind == "encoder":  # the cell-level ranker on the same frozen vectors
+    out["roberta_cells"] = _common(roberta_cells.get_config(), workdir)
+  else:
+    out["bow_mlp_pointwise"] = _set(_common(bow_mlp.get_config(), workdir),
+                                    **{"model.decode": "pointwise"})
+  return out
 
 
 def _warm_and_time(predictor, val, items, cfg=None) -> tuple[float, float, dict]:

@@ -215,8 +215,14 @@ def _state_dict(state):
   return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
 
 
-def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: int, mesh):
-  """Initialises a replicated TrainState; shardings come from eval_shape first."""
+def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: int, mesh, *,
+                 pretrained: bool = True):
+  """Initialises a replicated TrainState; shardings come from eval_shape first.
+
+  With `pretrained`, the family's `pretrained_params` hook (if any) puts e.g. a
+  stored encoder's weights in; a state about to be overwritten by a
+  checkpoint restore skips it (no store read).
+  """
   model = family.build()
   example = {k: v[:1] for k, v in example.items() if not k.startswith("target_")}
 
@@ -228,7 +234,7 @@ def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: in
   repl = NamedSharding(mesh, P())
   shardings = jax.tree.map(lambda _: repl, abstract)
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
-  hook = getattr(family.module, "pretrained_params", None)  # e.g. encoder weights from the store
+  hook = getattr(family.module, "pretrained_params", None) if pretrained else None
   params = state.params if hook is None else hook(state.params, family.cfg)
   if params is not state.params:
     params = jax.device_put(params, shardings.params)
@@ -258,7 +264,7 @@ def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor
   mesh = make_mesh()
   tx, _ = make_optimizer(config.optim, 1)
   example = batching.collate([_dummy_item(kind, featurizer)], config.data.buckets[0])
-  state, _ = create_state(family, tx, example, config.train.seed, mesh)
+  state, _ = create_state(family, tx, example, config.train.seed, mesh, pretrained=False)
   ckpt = checkpoint.Checkpointer(workdir)
   try:
     restored = restore_into(state, ckpt, best=best) or restore_into(state, ckpt, best=False)

@@ -57,3 +57,19 @@ def test_csr_to_bags_pads_short_rows():
   ids, w = bow.csr_to_bags(m, 3)
   assert ids[0].tolist() == [1, 3, 0] and w[0].tolist() == [0.5, np.float32(0.2), 0]
   assert (ids[1] == 0).all() and (w[1] == 0).all()
+
+
+def test_lexical_sim_splits_identifiers_and_weighs_words_by_the_notebook_idf():
+  texts = ["## Train the RandomForest model", "model = RandomForestClassifier()\nmodel.fit(X_tr)",
+           "plt.plot(history['loss'])", "", "Plot the training loss"]
+  assert bow.words("trainLoss_2 = the model.fit(X)") == ["train", "loss", "model", "fit"]
+  s = bow.lexical_sim(texts)
+  assert s.shape == (5, 5) and s.dtype == np.float32
+  np.testing.assert_allclose(s, s.T, atol=1e-6)
+  np.testing.assert_allclose(np.diag(s)[[0, 1, 2, 4]], 1.0, atol=1e-6)
+  assert s[3].max() == 0  # an empty cell is similar to nothing
+  assert s[0, 1] > 0.3 and s[0, 2] == 0  # "random forest model" is in cell 1, not cell 2
+  assert s[4, 2] > s[4, 1]  # "plot ... loss" goes with plt.plot(history['loss'])
+  # Stateless: a cell's row depends only on its own notebook.
+  np.testing.assert_allclose(bow.lexical_sim(texts[:2]), bow.lexical_sim(texts[:2]))
+  assert bow.lexical_sim(["", ""]).max() == 0

@@ -39,6 +39,7 @@ def tiny_diffusion_config(**overrides):
   c.model.tf_layers = 1
   c.model.sample_steps = 2
   c.model.num_samples = 2
+  c.model.self_condition = True  # the fuller path; the loss test covers it off too
   c.train.steps = 3
   c.train.log_every = 1
   c.train.eval_every = 1000
@@ -101,6 +102,8 @@ def test_time_sampling_and_config_validation():
     assert float(t.min()) > 0 and float(t.max()) < 1 and abs(float(t.mean()) - 0.5) < 0.02
   with pytest.raises(ValueError, match="parameterization='eps'"):
     diffusion.DiffusionConfig(parameterization="eps")
+  with pytest.raises(ValueError, match="head='gap' predicts the clean position"):
+    diffusion.DiffusionConfig(parameterization="velocity", head="gap")
 
 
 # --- the network on real sample batches -----------------------------------------------
@@ -148,30 +151,55 @@ def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(batch_and
   strip = lambda a: {k: jnp.asarray(v) for k, v in a.items() if not k.startswith("target_")}
   apply = lambda a, x: model.apply({"params": params}, strip(a), x, t, True,
                                    method=diffusion.DiffusionRanker.denoise)
-  out, out_p = np.asarray(apply(arrays, x)), np.asarray(apply(perm_arrays, x_perm))
+  (out, logits, _), (out_p, logits_p, _) = apply(arrays, x), apply(perm_arrays, x_perm)
+  out, out_p, logits, logits_p = map(np.asarray, (out, out_p, logits, logits_p))
   mask = arrays["cell_mask"]
   np.testing.assert_allclose(np.take_along_axis(out, perms, 1)[mask], out_p[mask], atol=1e-5)
+  # Gap logits: rows move with the markdown cells; the gaps (code) stay put.
+  np.testing.assert_allclose(np.take_along_axis(logits, perms[..., None], 1)[mask],
+                             logits_p[mask], atol=1e-4)
   assert np.std(out[mask]) > 1e-4  # not trivially constant
   # The whole sampler, given noise permuted the same way.
   cfg = fam.cfg
   x0 = np.random.default_rng(2).normal(size=(2, B, C)).astype(np.float32)
-  xs = np.asarray(diffusion.sample(model, params, strip(arrays), x0, cfg))
-  xs_p = np.asarray(diffusion.sample(model, params, strip(perm_arrays),
-                                     np.take_along_axis(x0, perms[None], 2), cfg))
+  xs, probs = map(np.asarray, diffusion.sample(model, params, strip(arrays), x0, cfg))
+  xs_p, probs_p = map(np.asarray, diffusion.sample(model, params, strip(perm_arrays),
+                                                   np.take_along_axis(x0, perms[None], 2), cfg))
   np.testing.assert_allclose(np.take_along_axis(xs, perms[None], 2)[:, mask], xs_p[:, mask],
                              atol=1e-4)
+  np.testing.assert_allclose(np.take_along_axis(probs, perms[None, ..., None], 2)[:, mask],
+                             probs_p[:, mask], atol=1e-4)
+
+
+def test_self_conditioning_input_is_used_only_when_switched_on(batch_and_params):
+  _, arrays, fam, model, params = batch_and_params
+  assert fam.cfg.self_condition
+  B, C = arrays["cell_mask"].shape
+  x = {k: jnp.asarray(v) for k, v in arrays.items() if not k.startswith("target_")}
+  xt, t = jnp.zeros((B, C)), jnp.full((B,), 0.5)
+  sc = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (B, C)), jnp.float32)
+  den = lambda *a: np.asarray(model.apply({"params": params}, x, xt, t, True, *a,
+                                          method=diffusion.DiffusionRanker.denoise)[1])
+  off, off2 = den(None, None), den(sc, jnp.zeros((B,)))
+  on = den(sc, jnp.ones((B,)))
+  mask = arrays["cell_mask"]
+  np.testing.assert_allclose(off[mask], off2[mask], atol=1e-6)  # flag off: estimate ignored
+  assert np.abs(on[mask] - off[mask]).max() > 1e-4
 
 
 def test_sampling_is_deterministic_given_the_seed(batch_and_params):
   nbs, arrays, fam, model, params = batch_and_params
   x = {k: jnp.asarray(v) for k, v in arrays.items() if not k.startswith("target_")}
   fn = jax.jit(lambda p, b, r: diffusion.predict(model, p, b, r, fam.cfg))
-  a = fn(params, x, jax.random.key(3))["key"]
-  b = fn(params, x, jax.random.key(3))["key"]
+  res = fn(params, x, jax.random.key(3))
+  a, b = res["key"], fn(params, x, jax.random.key(3))["key"]
   c = fn(params, x, jax.random.key(4))["key"]
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.allclose(np.asarray(a), np.asarray(c))
-  out = jax.device_get({"key": a})
+  out = jax.device_get(res)
+  probs = np.asarray(out["gap_probs"])
+  for row, nb in enumerate(nbs):  # a distribution over the notebook's own gaps only
+    np.testing.assert_allclose(probs[row, :nb.n_cells, :nb.n_code + 1].sum(-1), 1, atol=1e-5)
   for row, nb in enumerate(nbs):
     keys = diffusion.markdown_keys(out, row, nb.n_code, nb.n_markdown, fam.cfg)
     order = decode.order_from_keys(nb, keys)
@@ -179,11 +207,17 @@ def test_sampling_is_deterministic_given_the_seed(batch_and_params):
     assert [c for c in order if c in set(nb.code_ids)] == list(nb.code_ids)
 
 
-@pytest.mark.parametrize("objective,param", [("flow", "x1"), ("flow", "velocity"),
-                                             ("pointwise", "x1")])
-def test_loss_is_finite_and_has_gradients(batch_and_params, objective, param):
+@pytest.mark.parametrize("objective,param,head,sc", [
+    ("flow", "x1", "gap", True), ("flow", "x1", "gap", False), ("pointwise", "x1", "gap", False),
+    ("flow", "x1", "scalar", False), ("flow", "velocity", "scalar", False),
+    ("pointwise", "x1", "scalar", False)])
+def test_loss_is_finite_and_has_gradients(batch_and_params, objective, param, head, sc):
   _, arrays, fam, model, params = batch_and_params
-  cfg = dataclasses.replace(fam.cfg, objective=objective, parameterization=param)
+  cfg = dataclasses.replace(fam.cfg, objective=objective, parameterization=param, head=head,
+                            self_condition=sc)
+  if (head, sc) != ("gap", True):
+    x = {k: jnp.asarray(v) for k, v in arrays.items() if not k.startswith("target_")}
+    params = model.clone(config=cfg).init({"params": jax.random.key(0)}, x)["params"]
   batch = {k: jnp.asarray(v) for k, v in arrays.items()}
 
   def loss(p):
@@ -198,12 +232,12 @@ def test_loss_is_finite_and_has_gradients(batch_and_params, objective, param):
 
 
 def test_cell_vectors_replace_the_bag_encoder(batch_and_params):
-  """A `cell_vec` field (e.g. cached encoder vectors) is used instead of the bags."""
+  """A `vec` field (cached encoder vectors) is used instead of the bags."""
   _, arrays, fam, model, _ = batch_and_params
   B, C = arrays["cell_mask"].shape
   x = {k: jnp.asarray(v) for k, v in arrays.items()
        if not k.startswith("target_") and k not in ("ids", "weights")}
-  x["cell_vec"] = jnp.asarray(np.random.default_rng(0).normal(size=(B, C, 12)), jnp.float32)
+  x["vec"] = jnp.asarray(np.random.default_rng(0).normal(size=(B, C, 12)), jnp.float32)
   params = model.init({"params": jax.random.key(0)}, x, deterministic=True)["params"]
   assert "cell_proj" in params["denoiser"] and "cells" not in params["denoiser"]
   out = diffusion.predict(model, params, x, jax.random.key(0), fam.cfg)

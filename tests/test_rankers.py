@@ -18,7 +18,8 @@ from experiments.configs import roberta_cells, roberta_pointwise
 from jaxrank import checkpoint, features, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
-from jaxrank.models import rankers, roberta
+from jaxrank.models import pairs, rankers, roberta
+from jaxrank.text import bow
 from jaxrank.text import encoder_features as ef
 from tests.test_roberta import make_tiny_bert_folder
 
@@ -32,12 +33,7 @@ def ws(tmp_path_factory) -> store.Workspace:
 
 
 def _set(c, overrides):
-  for dotted, value in overrides.items():
-    node = c
-    *path, leaf = dotted.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 
@@ -116,6 +112,68 @@ def test_encoder_vectors_are_cached_and_equal_a_direct_encoding(ws, tmp_path):
   sim = items[0]["sim"].astype(np.float32)
   assert sim.shape == (nb.n_cells, nb.n_cells)
   np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-2)
+  assert "sim_lex" not in items[0]  # off unless asked for
+
+
+def test_encoder_items_carry_the_lexical_similarity_in_layout_order(ws, tmp_path):
+  nbs = nb_io.load_split(sample_data_dir(), "train")[:3]
+  cfg = {"kind": "encoder", "workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16,
+         "cache_dir": str(tmp_path / "cache"), "lexical_sim": True}
+  f, items = features.fit_any(cfg, nbs)
+  assert f.lexical_sim and ef.load(_saved(f, tmp_path)).lexical_sim
+  for nb, it in zip(nbs, items):
+    perm = it["cell_index"]
+    want = bow.lexical_sim(nb.sources)[np.ix_(perm, perm)]
+    np.testing.assert_allclose(it["sim_lex"].astype(np.float32), want, atol=2e-3)
+
+
+def _saved(featurizer, tmp_path):
+  ef.save(featurizer, tmp_path / "run")
+  return tmp_path / "run"
+
+
+def test_gap_similarity_features_read_the_code_cells_around_each_gap():
+  # One notebook: 3 code cells (rows 0-2), one markdown cell (row 3) most
+  # similar to code cell 2; padding row 4.
+  C = 5
+  sim = np.zeros((1, C, C), np.float32)
+  sim[0, 3, :3] = [0.1, 0.2, 0.3]
+  code = np.array([[True, True, True, False, False]])
+  f = pairs.gap_similarity_features(jnp.asarray(sim), jnp.asarray(code), jnp.asarray([3]))
+  f = [np.asarray(a)[0, 3] for a in f]
+  nxt, prv, nxt_best, prv_best, z_nxt, z_prv, _, is_best, rank, nxt2, prv2, _ = f
+  assert len(f) == 12 and all(a.shape == (C + 1,) for a in f)
+  np.testing.assert_allclose(nxt, [0.1, 0.2, 0.3, 0, 0, 0])  # gap 3 = the end: no next
+  np.testing.assert_allclose(prv, [0, 0.1, 0.2, 0.3, 0, 0])  # gap 0 = the start: no previous
+  np.testing.assert_allclose(nxt_best[:3], [-0.2, -0.1, 0.0], atol=1e-6)
+  np.testing.assert_allclose(prv_best[1:4], [-0.2, -0.1, 0.0], atol=1e-6)
+  assert z_nxt[2] > 0 > z_nxt[0] and z_prv[3] > 0 > z_prv[1]
+  np.testing.assert_array_equal(is_best, [0, 0, 1, 0, 0, 0])
+  np.testing.assert_allclose(rank[:3], [2 / 8, 1 / 8, 0])
+  np.testing.assert_allclose(nxt2, [0.2, 0.3, 0, 0, 0, 0])  # one code cell further on
+  np.testing.assert_allclose(prv2, [0, 0, 0.1, 0.2, 0, 0])
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.key_mlp": False},  # no transformer at all: the BOW-MLP recipe on vectors
+    {"model.use_bilinear": True, "model.use_lexical": False}])
+def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
+  cfg = tiny_cells_config(ws, **overrides)
+  nbs = train.load_notebooks(cfg.data)[:4]
+  f, items = features.fit_any(cfg.features, nbs)
+  fam = train.family_from_config(cfg, f.vocab_size)
+  from jaxrank.data import batching
+  arrays = {k: jnp.asarray(v) for k, v in batching.collate(items, 128).items()
+            if not k.startswith("target_")}
+  model = fam.build()
+  params = model.init({"params": jax.random.key(0)}, arrays)["params"]
+  assert ("cells" in params) == bool(cfg.model.key_mlp or cfg.model.use_bilinear)
+  assert ("gap_query" in params) == bool(cfg.model.use_bilinear)
+  out = model.apply({"params": params}, arrays)
+  probs = np.asarray(jax.nn.softmax(out["gap_logits"], -1))
+  for row, nb in enumerate(nbs):
+    np.testing.assert_allclose(probs[row, :nb.n_cells, :nb.n_code + 1].sum(-1), 1, atol=1e-5)
+    assert probs[row, :nb.n_cells, nb.n_code + 1:].max() < 1e-6
 
 
 def test_subword_items_hold_padded_token_ids(ws):

@@ -40,15 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.decode = "gap"  # or "pointwise"
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
 
-  c.features = ml_collections.ConfigDict()
-  c.features.kind = "bow"
-  c.features.word_ngrams = (1, 2)
-  c.features.word_vocab = 30_000
-  c.features.char_ngrams = (0, 0)  # (0, 0) = off; e.g. (3, 5)
-  c.features.char_vocab = 20_000
-  c.features.min_df = 2
-  c.features.max_chars = 5_000  # huge cells are truncated for features, never dropped
-  c.features.max_terms = 48
+  c.features = common.bow_features()
 
   c.data = common.data()
 

@@ -49,3 +49,34 @@ def train(**overrides) -> ml_collections.ConfigDict:
   t.rng_impl = "unsafe_rbg"  # dropout keys; "threefry2x32" is jax's default
   t.update(overrides)
   return t
+
+
+def bow_features(**overrides) -> ml_collections.ConfigDict:
+  """TF-IDF n-gram bags (`jaxrank.text.bow`) and their cell-cell cosine `sim`."""
+  f = ml_collections.ConfigDict()
+  f.kind = "bow"
+  f.word_ngrams = (1, 2)
+  f.word_vocab = 30_000
+  f.char_ngrams = (0, 0)  # (0, 0) = off; e.g. (3, 5)
+  f.char_vocab = 20_000
+  f.min_df = 2
+  f.max_chars = 5_000  # huge cells are truncated for features, never dropped
+  f.max_terms = 48
+  f.update(overrides)
+  return f
+
+
+def encoder_features(**overrides) -> ml_collections.ConfigDict:
+  """Cached frozen store-encoder cell vectors `vec`, their cosine `sim` and `sim_lex`."""
+  f = ml_collections.ConfigDict()
+  f.kind = "encoder"  # or "subword" (token ids, for models that run the encoder)
+  f.workspace = "workspace"
+  f.encoder = "minilm-l6"  # store model for the frozen vectors
+  f.tokenizer = ""  # subword: store tokenizer/model (default: features.encoder)
+  f.cache_dir = ""  # default WORKSPACE/data/encoder_cache
+  f.max_tokens = 64
+  f.max_chars = 2000
+  f.batch_rows = 64
+  f.lexical_sim = True  # adds batch["sim_lex"], the per-notebook word TF-IDF cosine
+  f.update(overrides)
+  return f

@@ -12,7 +12,10 @@ the noise schedule (straight path, `noise_std`, time distribution) and sampling
       --output=submission.csv
 
 Sampling steps / samples are read from the saved config at prediction time;
-`benchmarks/bench_diffusion.py` sweeps them on one trained run.
+`benchmarks/bench_diffusion.py` sweeps them on one trained run. On frozen
+encoder vectors (MiniLM from the store; see roberta_cells.py):
+
+  python -m experiments.train --config=experiments/configs/diffusion.py:encoder ...
 """
 
 import ml_collections
@@ -20,7 +23,9 @@ import ml_collections
 from experiments.configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(features: str = "bow") -> ml_collections.ConfigDict:
+  if features not in ("bow", "encoder"):
+    raise ValueError(f"diffusion config: features {features!r}, expected 'bow' or 'encoder'")
   c = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict()
@@ -36,6 +41,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.mlp_dim = 256
   c.model.dropout = 0.1
   c.model.use_similarity = True
+  c.model.use_lexical = True  # sim_lex pair features when the featurizer gives them
+  # Output head: "gap" (softmax over gaps; x1_hat = its mean position) or "scalar".
+  c.model.head = "gap"
+  c.model.pair_hidden = 32
+  c.model.use_bilinear = False  # learned content term: memorises training repositories
+  c.model.gap_loss_weight = 1.0
+  c.model.emd_loss_weight = 1.0
+  c.model.x1_loss_weight = 1.0
+  c.model.prior_loss_weight = 1.0
+  c.model.self_condition = False  # denoiser also sees its previous clean estimate
+  c.model.self_cond_prob = 0.5
   # Objective and noise schedule.
   c.model.objective = "flow"  # or "pointwise" (same network, plain L1 regression)
   c.model.parameterization = "x1"  # or "velocity"
@@ -49,15 +65,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.combine = "mean"  # or "median"
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
 
-  c.features = ml_collections.ConfigDict()
-  c.features.kind = "bow"
-  c.features.word_ngrams = (1, 2)
-  c.features.word_vocab = 30_000
-  c.features.char_ngrams = (0, 0)
-  c.features.char_vocab = 20_000
-  c.features.min_df = 2
-  c.features.max_chars = 5_000
-  c.features.max_terms = 48
+  # "bow": TF-IDF bags through the BagEncoder; "encoder": cached frozen
+  # store-encoder vectors (`--config=experiments/configs/diffusion.py:encoder`).
+  c.features = (common.encoder_features() if features == "encoder"
+                else common.bow_features())
 
   c.data = common.data()
 

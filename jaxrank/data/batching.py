@@ -28,7 +28,7 @@ Arrays = dict[str, np.ndarray]
 # Per-cell fields and their padding values; extra per-cell fields (e.g. token
 # ids of a subword featurizer) are padded with zeros.
 # Fields with two cell axes ([n, n], e.g. cell-cell similarity), padded on both.
-PAIR_FIELDS = ("sim",)
+PAIR_FIELDS = ("sim", "sim_lex")
 _PAD = {"is_code": False, "cell_mask": False, "code_pos": 0.0, "target_key": 0.0,
         "target_gap": -1, "cell_index": -1}
 

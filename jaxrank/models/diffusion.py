@@ -26,7 +26,8 @@ only; code positions are conditions.
 
 Sampling (`predict`): S independent noise draws per notebook, K Euler steps of
 dt = 1/K from t = 0 to 1 (`euler_sample`), then the S final positions are
-combined per cell ("mean" or "median") into keys that `markdown_keys` hands to
+combined per cell ("mean" or "median") into keys (and, for the gap head, the
+last step's gap probabilities are averaged) that `markdown_keys` hands to
 `decode.order_from_keys` (code order is always kept). The noise comes from the
 key the Predictor passes (fixed per run seed), so predictions are deterministic.
 With K = 1 the sampler returns the network's clean-position estimate at pure
@@ -35,14 +36,29 @@ noise, i.e. a pointwise regressor of E[x1 | notebook].
 Denoiser: cell vector + embedding of the cell's position (raw value and Fourier
 features) + embedding of t, then pre-LN transformer blocks over the cells.
 Attention is masked to real cells and biased per head by pair features
-(TF-IDF cosine `sim` when present, |x_i - x_j|, t * |x_i - x_j|). No embedding
-of the row index: markdown rows are shuffled, and the model is equivariant to
-permutations of them (tested). Code rows get only their known position.
+(the cosine `sim` and, when present, the lexical `sim_lex`, |x_i - x_j|,
+t * |x_i - x_j|). No embedding of the row index: markdown rows are shuffled,
+and the model is equivariant to permutations of them (tested). Code rows get
+only their known position.
+
+Output head (`head`):
+  "gap"     (default) x1-prediction through a softmax over the n_code + 1 gaps
+            between code cells: logit[m, g] = MLP(pair features of (m, g)),
+            the features being |x_t,m - centre_g| with t, the distance of a
+            content-only prior key from centre_g, and the similarity of m to
+            the code cells around g (`jaxrank.models.pairs`); x1_hat is the
+            softmax's mean gap centre, so the sampler is unchanged. Trained
+            with the BOW-MLP's gap losses (CE of the true gap + expected
+            misplacement) + |x1_hat - x1|. The gap probabilities of the last
+            Euler step, averaged over the S samples, are decoded by least
+            expected misplaced pairs, like the other rankers.
+  "scalar"  x1_hat (or the velocity) regressed directly, loss as above.
 
 `objective="pointwise"` trains the *same* network (same cell vectors, same
-transformer) as a plain regressor: markdown positions are given as 0 at t = 0
-and the head regresses the key with an L1 loss, like the public baseline. It is
-the matched pointwise peer in `benchmarks/bench_diffusion.py`.
+transformer, same head) as a plain one-shot predictor: markdown positions are
+given as 0 at t = 0, and the targets are the same (the gap losses for the gap
+head; L1 of the key for the scalar head). It is the matched pointwise peer in
+`benchmarks/bench_diffusion.py`.
 """
 
 from __future__ import annotations
@@ -55,6 +71,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrank import decode
+from jaxrank.models import bow_mlp, pairs
 from jaxrank.models.bow_mlp import BagEncoder, Mlp
 
 Array = jax.Array
@@ -63,6 +81,7 @@ OBJECTIVES = ("flow", "pointwise")
 PARAMETERIZATIONS = ("x1", "velocity")
 TIME_SAMPLING = ("uniform", "logit_normal")
 COMBINE = ("mean", "median")
+HEADS = ("gap", "scalar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +97,25 @@ class DiffusionConfig:
   num_heads: int = 4
   mlp_dim: int = 256
   dropout: float = 0.1
-  use_similarity: bool = True  # per-head attention bias from the TF-IDF cosine `sim`
+  use_similarity: bool = True  # attention bias (and gap-head pair features) from `sim`
+  use_lexical: bool = True  # also `sim_lex` (per-notebook word TF-IDF cosine) when present
+  # Output head: "gap" -- a softmax over the n_code + 1 gaps between code cells,
+  # whose mean position is the clean-position estimate x1_hat (and whose
+  # probabilities are decoded by least expected misplaced pairs at the end);
+  # "scalar" -- x1_hat (or the velocity) regressed directly.
+  head: str = "gap"
+  pair_hidden: int = 32
+  use_bilinear: bool = False  # gap head: learned <q(h_m), k(code h around g)> term
+  gap_loss_weight: float = 1.0  # gap head: CE of the true gap
+  emd_loss_weight: float = 1.0  # gap head: expected |gap - true gap| / (n_code + 1)
+  x1_loss_weight: float = 1.0  # gap head: |x1_hat - x1| / 2 (key units)
+  prior_loss_weight: float = 1.0  # gap head: L1 of the content-only position prior
+  # Self-conditioning: the denoiser also sees its previous clean-position
+  # estimate; in training, with probability self_cond_prob, a first
+  # (gradient-free) pass provides it, so the model learns how far to trust
+  # its own estimates -- what it meets at sampling time.
+  self_condition: bool = False
+  self_cond_prob: float = 0.5
   # Objective and noise schedule.
   objective: str = "flow"  # "flow" (diffusion) or "pointwise" (same net, plain regression)
   parameterization: str = "x1"  # network predicts "x1" (clean position) or "velocity"
@@ -96,12 +133,16 @@ class DiffusionConfig:
     for name, value, allowed in [("objective", self.objective, OBJECTIVES),
                                  ("parameterization", self.parameterization, PARAMETERIZATIONS),
                                  ("time_sampling", self.time_sampling, TIME_SAMPLING),
-                                 ("combine", self.combine, COMBINE)]:
+                                 ("combine", self.combine, COMBINE),
+                                 ("head", self.head, HEADS)]:
       if value not in allowed:
         raise ValueError(f"diffusion config: {name}={value!r}, expected one of {allowed}")
     if self.sample_steps < 1 or self.num_samples < 1:
       raise ValueError(f"diffusion config: sample_steps={self.sample_steps} and "
                        f"num_samples={self.num_samples} must both be >= 1")
+    if self.head == "gap" and self.parameterization != "x1":
+      raise ValueError("diffusion config: head='gap' predicts the clean position; it needs "
+                       "parameterization='x1'")
     if self.hidden_dim % self.num_heads:
       raise ValueError(f"diffusion config: hidden_dim={self.hidden_dim} is not a multiple of "
                        f"num_heads={self.num_heads}")
@@ -167,6 +208,22 @@ def euler_sample(denoise_fn: Callable[[Array, Array], Array], x0, steps: int,
   return jax.lax.fori_loop(0, steps, body, x0)
 
 
+def euler_sample_aux(denoise_fn: Callable[[Array, Array, Any], tuple[Array, Any]], x0, aux0,
+                     steps: int, parameterization: str):
+  """`euler_sample` for a denoiser with state: `denoise_fn(x_t, t, aux)` returns
+  (output, new aux), e.g. gap probabilities and the estimate the next step is
+  self-conditioned on; returns (final x, the aux of the last evaluation)."""
+  dt = 1.0 / steps
+
+  def body(k, carry):
+    x, aux = carry
+    t = k * dt
+    out, aux = denoise_fn(x, t, aux)
+    return x + dt * to_velocity(out, x, t, parameterization), aux
+
+  return jax.lax.fori_loop(0, steps, body, (x0, aux0))
+
+
 # --- the network --------------------------------------------------------------------
 def _features(x, n: int = 6):
   """Raw value plus fixed Fourier features of a position or time: [..., 2n + 1]."""
@@ -207,12 +264,15 @@ class Denoiser(nn.Module):
   config: DiffusionConfig
 
   @nn.compact
-  def __call__(self, batch: Mapping[str, Array], x_BxC, t_B, deterministic: bool = True):
+  def __call__(self, batch: Mapping[str, Array], x_BxC, t_B, deterministic: bool = True,
+               sc_BxC=None, sc_on_B=None):
     cfg = self.config
     d = cfg.hidden_dim
     is_code, mask = batch["is_code"], batch["cell_mask"]
-    if "cell_vec" in batch:  # precomputed vectors (e.g. a frozen encoder's, cached)
-      cell = nn.Dense(d, dtype=cfg.dtype, name="cell_proj")(batch["cell_vec"].astype(cfg.dtype))
+    B, C = is_code.shape
+    vec_key = "vec" if "vec" in batch else "cell_vec"
+    if vec_key in batch:  # precomputed vectors (e.g. a frozen encoder's, cached)
+      cell = nn.Dense(d, dtype=cfg.dtype, name="cell_proj")(batch[vec_key].astype(cfg.dtype))
       cell = cell + nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
       cell = nn.LayerNorm(dtype=cfg.dtype, name="cell_norm")(cell)
     else:
@@ -227,19 +287,98 @@ class Denoiser(nn.Module):
     pos_emb = Mlp(d, d, 2, 0.0, cfg.dtype, name="pos_emb")(_features(pos_BxC).astype(cfg.dtype))
     t_emb = Mlp(d, d, 2, 0.0, cfg.dtype, name="time_emb")(_features(t_B).astype(cfg.dtype))
     h = cell + pos_emb + t_emb[:, None, :]
+    if cfg.self_condition:
+      # Self-conditioning (Chen et al. 2022): the model's own clean-position
+      # estimate from the previous step, for the markdown cells, with a flag
+      # saying whether there is one.
+      sc_BxC = jnp.zeros((B, C), jnp.float32) if sc_BxC is None else sc_BxC.astype(jnp.float32)
+      sc_on_B = jnp.zeros((B,), jnp.float32) if sc_on_B is None else sc_on_B.astype(jnp.float32)
+      sc_BxC = jnp.where(is_code | ~mask, 0.0, sc_BxC * sc_on_B[:, None])
+      sc_in = jnp.concatenate([_features(sc_BxC), jnp.broadcast_to(sc_on_B[:, None, None],
+                                                                   (B, C, 1))], -1)
+      h = h + Mlp(d, d, 2, 0.0, cfg.dtype, name="sc_emb")(sc_in.astype(cfg.dtype))
 
     # Attention bias from pair features; padding keys masked out.
     dist = jnp.abs(pos_BxC[:, :, None] - pos_BxC[:, None, :])
     pair = [dist, t_B[:, None, None] * dist]
+    sims = []
     if cfg.use_similarity and "sim" in batch:
-      pair.append(batch["sim"].astype(jnp.float32))
+      sims.append(batch["sim"].astype(jnp.float32))
+    if cfg.use_similarity and cfg.use_lexical and "sim_lex" in batch:
+      sims.append(batch["sim_lex"].astype(jnp.float32))
+    pair += sims
     bias = nn.Dense(cfg.num_heads, name="pair_bias")(jnp.stack(pair, -1))  # [B, C, C, H]
     bias = jnp.where(mask[:, None, :, None], bias, -1e9).transpose(0, 3, 1, 2)
     for i in range(cfg.tf_layers):
       h = Block(d, cfg.num_heads, cfg.mlp_dim, cfg.dropout, cfg.dtype, name=f"block{i}")(
           h, bias, deterministic)
     h = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(h)
-    return nn.Dense(1, dtype=cfg.dtype, name="head")(h)[..., 0].astype(jnp.float32)
+    if cfg.head == "scalar":
+      return nn.Dense(1, dtype=cfg.dtype, name="head")(h)[..., 0].astype(jnp.float32)
+    return self._gap_head(h, batch, pos_BxC, t_B, sims, deterministic, sc_BxC, sc_on_B)
+
+  def _gap_head(self, h_BxCxD, batch, pos_BxC, t_B, sims, deterministic, sc_BxC, sc_on_B):
+    """(x1_hat [B, C], gap logits [B, C, C + 1]): the clean position as a gap softmax.
+
+    logit[m, g] = MLP(pair features) [+ <q(h_m), k(h_code g-1, h_code g)> / sqrt(D)],
+    the pair features being the distance of the cell's current position x_t
+    from gap g's centre (with t: how much to trust it), the distance of a
+    content-only prior key from it (linear in the cell vector + MLP of h_m;
+    what the cell ranker uses), and the similarity of m to the code cells
+    around g (`pairs.gap_similarity_features`). The transformer state h
+    carries the other cells' current positions into the prior.
+    x1_hat is the mean gap centre under the softmax, so the x1-prediction
+    flow-matching sampler runs unchanged on it.
+    """
+    cfg = self.config
+    d = cfg.hidden_dim
+    is_code, mask, n_code_B = batch["is_code"], batch["cell_mask"], batch["n_code"]
+    B, C = is_code.shape
+    g_idx = jnp.arange(C + 1)
+    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
+    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
+    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
+    xc_BxG = key_to_x(centre_BxG)
+    n1 = (n_code_B[:, None, None] + 1.0)
+    # A content-only position prior (as the cell ranker's key): linear in the
+    # cell vector plus an MLP of its transformer state at this step.
+    vec = batch.get("vec", batch.get("cell_vec"))
+    prior = Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="prior_head")(h_BxCxD, deterministic)
+    prior = prior[..., 0].astype(jnp.float32)
+    if vec is not None:
+      prior += nn.Dense(1, name="prior_linear")(
+          nn.LayerNorm(name="prior_norm")(vec.astype(jnp.float32)))[..., 0]
+    prior_key = nn.sigmoid(prior)
+    rel = jax.lax.stop_gradient(prior_key)[:, :, None] - centre_BxG[:, None, :]
+    dx = pos_BxC[:, :, None] - xc_BxG[:, None, :]
+    t = jnp.broadcast_to(t_B[:, None, None], dx.shape)
+    feats = [dx, jnp.abs(dx), jnp.minimum(jnp.abs(dx) * n1 / 2, 8.0) / 8.0, t, t * jnp.abs(dx),
+             jnp.broadcast_to(centre_BxG[:, None, :], dx.shape),
+             rel, jnp.abs(rel), jnp.minimum(jnp.abs(rel) * n1, 8.0) / 8.0]
+    if cfg.self_condition:
+      on = jnp.broadcast_to(sc_on_B[:, None, None], dx.shape)
+      dsc = (sc_BxC[:, :, None] - xc_BxG[:, None, :]) * on
+      feats += [dsc, jnp.abs(dsc), jnp.minimum(jnp.abs(dsc) * n1 / 2, 8.0) / 8.0, on]
+    for sim in sims:
+      feats += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
+    p = jnp.stack(feats, -1)
+    for i in range(2):
+      p = nn.gelu(nn.Dense(cfg.pair_hidden, name=f"pair_{i}")(p))
+    logits = nn.Dense(1, name="pair_out")(p)[..., 0]
+    if cfg.use_bilinear:
+      code = (is_code & mask)[..., None]
+      code_h = jnp.where(code, h_BxCxD, 0)
+      start = self.param("start", nn.initializers.normal(0.02), (d,)).astype(code_h.dtype)
+      end = self.param("end", nn.initializers.normal(0.02), (d,)).astype(code_h.dtype)
+      prev = jnp.concatenate([jnp.broadcast_to(start, (B, 1, d)), code_h], 1)
+      nxt = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
+      nxt = jnp.where(is_end_BxG[..., None], end, nxt)
+      k = nn.Dense(d, dtype=cfg.dtype, name="gap_key")(jnp.concatenate([prev, nxt], -1))
+      q = nn.Dense(d, dtype=cfg.dtype, name="gap_query")(h_BxCxD)
+      logits += jnp.einsum("bcd,bgd->bcg", q, k).astype(jnp.float32) / np.sqrt(d)
+    logits = jnp.where(valid_BxG[:, None, :], logits, -1e9)
+    x1_hat = jnp.einsum("bcg,bg->bc", jax.nn.softmax(logits, -1), xc_BxG)
+    return x1_hat, logits, prior_key
 
 
 class DiffusionRanker(nn.Module):
@@ -250,30 +389,41 @@ class DiffusionRanker(nn.Module):
   def setup(self):
     self.denoiser = Denoiser(self.config)
 
-  def denoise(self, batch, x_BxC, t_B, deterministic: bool = True):
-    return self.denoiser(batch, x_BxC, t_B, deterministic)
+  def denoise(self, batch, x_BxC, t_B, deterministic: bool = True, sc_BxC=None, sc_on_B=None):
+    return self.denoiser(batch, x_BxC, t_B, deterministic, sc_BxC, sc_on_B)
 
   def __call__(self, batch: Mapping[str, Array], deterministic: bool = True):
     cfg = self.config
     B, C = batch["cell_mask"].shape
+    zeros = jnp.zeros((B, C), jnp.float32)
     if "target_key" not in batch:  # init / shape inference: no targets
-      zeros = jnp.zeros((B, C), jnp.float32)
-      return {"pred": self.denoise(batch, zeros, jnp.zeros((B,)), deterministic)}
+      return _outputs(self.denoise(batch, zeros, jnp.zeros((B,)), deterministic))
     x1 = key_to_x(batch["target_key"].astype(jnp.float32))
     if cfg.objective == "pointwise":
-      zeros = jnp.zeros((B, C), jnp.float32)
-      return {"pred": self.denoise(batch, zeros, jnp.zeros((B,)), deterministic),
-              "x1": x1, "x0": zeros, "t": jnp.zeros((B,))}
+      return {**_outputs(self.denoise(batch, zeros, jnp.zeros((B,)), deterministic)),
+              "x1": x1, "x0": zeros, "x_t": zeros, "t": jnp.zeros((B,))}
     # The trainer passes one key as "dropout"; make_rng folds in a fresh
     # counter, so the noise is independent of the dropout masks. A
     # deterministic call (e.g. a validation loss) uses a fixed key.
     rng = self.make_rng("dropout") if not deterministic else jax.random.key(0)
-    k_t, k_x = jax.random.split(rng)
+    k_t, k_x, k_sc = jax.random.split(rng, 3)
     t_B = sample_times(k_t, (B,), cfg)
     x0 = cfg.noise_std * jax.random.normal(k_x, (B, C))
     x_t = interpolate(x0, x1, t_B[:, None])
-    return {"pred": self.denoise(batch, x_t, t_B, deterministic), "x1": x1, "x0": x0,
-            "x_t": x_t, "t": t_B}
+    sc, sc_on = None, None
+    if cfg.self_condition:
+      sc_on = jax.random.bernoulli(k_sc, cfg.self_cond_prob, (B,)).astype(jnp.float32)
+      first = _outputs(self.denoise(batch, x_t, t_B, deterministic))
+      sc = jax.lax.stop_gradient(first["pred"])
+    return {**_outputs(self.denoise(batch, x_t, t_B, deterministic, sc, sc_on)), "x1": x1,
+            "x0": x0, "x_t": x_t, "t": t_B}
+
+
+def _outputs(out) -> dict[str, Array]:
+  """The denoiser's output as a dict: "pred" (and "gap_logits" for the gap head)."""
+  if isinstance(out, tuple):
+    return {"pred": out[0], "gap_logits": out[1], "prior_key": out[2]}
+  return {"pred": out}
 
 
 def build(config: DiffusionConfig) -> nn.Module:
@@ -286,6 +436,16 @@ def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   md = (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)
   n_md = jnp.maximum(md.sum(), 1.0)
   pred, x1 = outputs["pred"], outputs["x1"]
+  if config.head == "gap":
+    # x1-prediction through a gap softmax: the BOW-MLP's gap losses (CE of the
+    # true gap, expected misplacement) plus L1 of the mean position x1_hat.
+    _, aux = bow_mlp.loss_fn({"key": outputs["prior_key"], "gap_logits": outputs["gap_logits"]},
+                             batch, bow_mlp.BowMlpConfig(gap_loss_weight=config.gap_loss_weight,
+                                                         emd_loss_weight=config.emd_loss_weight,
+                                                         key_loss_weight=config.prior_loss_weight))
+    x1_l1 = (jnp.abs(pred - x1) * md).sum() / n_md / 2  # key units
+    loss = aux["loss"] + config.x1_loss_weight * x1_l1
+    return loss, {**aux, "loss": loss, "prior_l1": aux["key_l1"], "key_l1": x1_l1}
   if config.objective == "pointwise":
     key_l1 = (jnp.abs(pred - x1) * md).sum() / n_md / 2  # in key units
     return key_l1, {"loss": key_l1, "key_l1": key_l1, "n_markdown": md.sum()}
@@ -302,14 +462,35 @@ def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
 
 # --- sampling -------------------------------------------------------------------------
 def sample(model: nn.Module, params, batch: Mapping[str, Array], x0_SxBxC,
-           cfg: DiffusionConfig) -> Array:
-  """Final positions [S, B, C] from given noise (one Euler run per noise draw)."""
+           cfg: DiffusionConfig):
+  """Final positions [S, B, C] from given noise (one Euler run per noise draw).
+
+  With the gap head, also the gap probabilities of the last network
+  evaluation, [S, B, C, C + 1]: returns (positions, probabilities).
+  """
 
   def one(x0_BxC):
-    def denoise_fn(x, t):
+    B, C = x0_BxC.shape
+
+    def apply(x, t, sc=None, sc_on=None):
       t_B = jnp.full((x.shape[0],), t, jnp.float32)
-      return model.apply({"params": params}, batch, x, t_B, True, method=DiffusionRanker.denoise)
-    return euler_sample(denoise_fn, x0_BxC, cfg.sample_steps, cfg.parameterization)
+      return model.apply({"params": params}, batch, x, t_B, True, sc, sc_on,
+                         method=DiffusionRanker.denoise)
+
+    if cfg.head != "gap":
+      return euler_sample(apply, x0_BxC, cfg.sample_steps, cfg.parameterization)
+
+    def denoise_fn(x, t, aux):
+      _, sc, sc_on = aux
+      x1_hat, logits, _ = apply(x, t, sc, sc_on)
+      # The next step is conditioned on this step's estimate (self-conditioning).
+      return x1_hat, (jax.nn.softmax(logits, -1), x1_hat, jnp.ones((B,), jnp.float32))
+
+    aux0 = (jnp.zeros((B, C, C + 1), jnp.float32), jnp.zeros((B, C), jnp.float32),
+            jnp.zeros((B,), jnp.float32))
+    x, (probs, _, _) = euler_sample_aux(denoise_fn, x0_BxC, aux0, cfg.sample_steps,
+                                        cfg.parameterization)
+    return x, probs
 
   return jax.vmap(one)(x0_SxBxC)
 
@@ -320,20 +501,40 @@ def combine(x_SxBxC, how: str) -> Array:
 
 def predict(model: nn.Module, params, batch: Mapping[str, Array], rng,
             cfg: DiffusionConfig) -> dict[str, Array]:
-  """Jit-able: markdown keys [B, C] (and their spread over samples) for a batch."""
+  """Jit-able: markdown keys [B, C] (and their spread over samples) for a batch.
+
+  The gap head also returns "gap_probs" [B, C, C + 1], averaged over the S
+  samples, which `markdown_keys` decodes by least expected misplaced pairs.
+  """
   B, C = batch["cell_mask"].shape
   if cfg.objective == "pointwise":
     zeros = jnp.zeros((B, C), jnp.float32)
     out = model.apply({"params": params}, batch, zeros, jnp.zeros((B,)), True,
                       method=DiffusionRanker.denoise)
+    if cfg.head == "gap":
+      return {"key": x_to_key(out[0]), "key_std": jnp.zeros_like(out[0]),
+              "gap_probs": jax.nn.softmax(out[1], -1)}
     return {"key": x_to_key(out), "key_std": jnp.zeros_like(out)}
   x0 = cfg.noise_std * jax.random.normal(rng, (cfg.num_samples, B, C))
+  if cfg.head == "gap":
+    xs, probs = sample(model, params, batch, x0, cfg)
+    return {"key": x_to_key(combine(xs, cfg.combine)), "key_std": 0.5 * xs.std(0),
+            "gap_probs": probs.mean(0)}
   xs = sample(model, params, batch, x0, cfg)
   return {"key": x_to_key(combine(xs, cfg.combine)), "key_std": 0.5 * xs.std(0)}
 
 
 def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                   config: DiffusionConfig) -> np.ndarray:
-  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding."""
-  del config
-  return np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding.
+
+  Gap head: the sample-averaged gap probabilities decoded by least expected
+  misplaced pairs (`decode.keys_from_gap_probs`), ties broken by the mean
+  position; scalar head: the combined final positions.
+  """
+  key = np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+  if config.head != "gap" or "gap_probs" not in outputs or n_md == 0:
+    return key
+  probs = np.asarray(outputs["gap_probs"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
+  probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
+  return decode.keys_from_gap_probs(probs, tiebreak=key)

@@ -11,14 +11,22 @@ code cell k is row k and gap g lies between rows g-1 and g), the decoding of
            mean-pooled, fine-tuned end to end (`features.kind="subword"`,
            `cell_input="tokens"`)
   h_c      = Transformer_over_cells(W v_c + type_c + is_code_c * pos(code_pos_c))
-  key_m    = sigmoid(MLP([h_m, ctx, h_m * ctx]))                       pointwise key
-  logit_mg = <q(h_m), k(h_{code g-1}, h_{code g}, centre_g)> / sqrt(D)
-             + f(cos(v_m, v_{code g}), cos(v_m, v_{code g-1}), ...)   - prior |key_m - centre_g|
+  key_m    = sigmoid(<w, LN(v_m)> + MLP([h_m, ctx, h_m * ctx]))        pointwise key
+  logit_mg = MLP_pair(|key_m - centre_g|, ..., S(m, code g), S(m, code g-1), ...)
+             [+ <q(h_m), k(h_{code g-1}, h_{code g})> / sqrt(D)   with use_bilinear]
+
+  where S runs over the similarity matrices: the cosine of the frozen
+  vectors and the per-notebook word TF-IDF cosine (`sim_lex`), each as raw
+  values, against the notebook's best code cell, z-scores, ranks and one code
+  cell further out (`jaxrank.models.pairs`). The pair MLP (a few thousand
+  parameters) scores parameter-free evidence, so it carries over to
+  repositories never seen in training; the learned heads that read cell
+  *content* (bilinear term, a learned similarity map) memorised the training
+  repositories and lost 0.02 tau on unseen ones, so they are off by default.
 
   Loss, heads' semantics and decoding (least expected misplaced pairs over the
   gap softmax) are the BOW-MLP's (`jaxrank.models.bow_mlp.loss_fn`,
-  `markdown_keys`); the raw cosine features carry the parameter-free
-  "this markdown describes that code" signal that transfers to unseen repos.
+  `markdown_keys`).
 
 "roberta_pointwise" -- the public baseline: for every markdown cell one sequence
   `<s> markdown </s> code_1 code_2 ... code_S` (S code cells sampled evenly from
@@ -45,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank.models import bow_mlp, roberta
+from jaxrank.models import bow_mlp, pairs, roberta
 
 Array = jax.Array
 
@@ -77,7 +85,12 @@ class CellsConfig(EncoderFields):
   num_heads: int = 4
   dropout: float = 0.1
   vec_dropout: float = 0.1  # dropout on the input cell vectors
-  use_similarity: bool = True
+  key_mlp: bool = True  # key = linear(v) [+ MLP(transformer state, code context)]
+  use_bilinear: bool = False  # learned <query(h_m), key(gap)> term of the gap logits
+  use_similarity: bool = True  # cosine pair features of the cell vectors
+  use_lexical: bool = True  # also the per-notebook word TF-IDF cosine (batch["sim_lex"])
+  pair_hidden: int = 32
+  pair_layers: int = 2
   gap_loss_weight: float = 1.0
   key_loss_weight: float = 1.0
   emd_loss_weight: float = 1.0  # expected |gap - true gap| term of the BOW-MLP loss
@@ -174,6 +187,91 @@ class CellsRanker(nn.Module):
         raise ValueError("cell_input='vec' needs features.kind='encoder' (batch['vec'])")
       v_BxCxE = batch["vec"].astype(jnp.float32)
       B, C, _ = v_BxCxE.shape
+    n_code_B = batch["n_code"]
+    code_w = (is_code & mask).astype(jnp.float32)
+    # The transformer over cells feeds only the learned heads (key MLP,
+    # bilinear gap term); with both off the ranker is the BOW-MLP recipe on
+    # encoder vectors.
+    h_BxCxD = (CellsTransformer(cfg, name="cells")(v_BxCxE, batch, deterministic)
+               if cfg.key_mlp or cfg.use_bilinear else None)
+
+    # Pointwise key of each (markdown) cell: linear in its own frozen vector
+    # (what ridge on the text learns), plus with key_mlp an MLP of its
+    # transformer state and the notebook's code context.
+    key_logit = nn.Dense(1, name="key_linear")(
+        nn.LayerNorm(name="key_norm")(v_BxCxE))[..., 0].astype(jnp.float32)
+    if cfg.key_mlp:
+      ctx_BxD = (jnp.einsum("bcd,bc->bd", h_BxCxD, code_w.astype(h_BxCxD.dtype))
+                 / jnp.maximum(n_code_B, 1)[:, None])
+      ctx_BxCxD = jnp.broadcast_to(ctx_BxD[:, None], h_BxCxD.shape)
+      feats = jnp.concatenate([h_BxCxD, ctx_BxCxD, h_BxCxD * ctx_BxCxD], -1)
+      key_logit += bow_mlp.Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
+          feats, deterministic)[..., 0].astype(jnp.float32)
+    else:
+      feats = h_BxCxD
+    key_BxC = nn.sigmoid(key_logit)
+
+    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
+    g_idx = jnp.arange(C + 1)
+    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
+    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
+    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
+    logits_BxCxG = jnp.zeros((B, C, C + 1), jnp.float32)
+    if cfg.use_bilinear:
+      start = self.param("start", nn.initializers.normal(0.02), (d,))
+      end = self.param("end", nn.initializers.normal(0.02), (d,))
+      code_h = jnp.where(code_w[..., None] > 0, h_BxCxD, 0)
+      prev_BxGxD = jnp.concatenate([jnp.broadcast_to(start.astype(code_h.dtype), (B, 1, d)),
+                                    code_h], 1)
+      nxt_BxGxD = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
+      nxt_BxGxD = jnp.where(is_end_BxG[..., None], end.astype(code_h.dtype), nxt_BxGxD)
+      gap_in = jnp.concatenate([prev_BxGxD, nxt_BxGxD,
+                                bow_mlp._fourier(centre_BxG).astype(code_h.dtype)], -1)
+      k_BxGxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_key")(gap_in, deterministic)
+      q_BxCxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_query")(feats,
+                                                                             deterministic)
+      logits_BxCxG += jnp.einsum("bcd,bgd->bcg", q_BxCxD,
+                                 k_BxGxD).astype(jnp.float32) / np.sqrt(d)
+    # Pair features of (markdown m, gap g), scored by a small MLP shared by all
+    # pairs: the distance of g from the pointwise key (a learned position
+    # prior), and how similar m is to the code cells around g -- raw, against
+    # the best code cell of the notebook, as a z-score and as a rank. These are
+    # parameter-free "this markdown describes that code" evidence that carries
+    # over to unseen repositories (see the BOW-MLP note).
+    rel = jax.lax.stop_gradient(key_BxC)[:, :, None] - centre_BxG[:, None, :]
+    n1 = n_code_B[:, None, None] + 1.0
+    feats_pair = [rel, jnp.abs(rel), jnp.minimum(jnp.abs(rel) * n1, 8.0) / 8.0,
+                  jnp.broadcast_to(centre_BxG[:, None, :], rel.shape)]
+    if cfg.use_similarity:
+      sims = []
+      if "sim" in batch:
+        sims.append(batch["sim"].astype(jnp.float32))
+      else:  # fine-tuned vectors: cosine of the current ones
+        # sqrt(x + eps), not norm(): padding cells have v = 0, where norm's gradient is NaN.
+        u = v_BxCxE * jax.lax.rsqrt(jnp.sum(jnp.square(v_BxCxE), -1, keepdims=True) + 1e-12)
+        sims.append(jnp.einsum("bce,bke->bck", u, u).astype(jnp.float32))
+      if cfg.use_lexical and "sim_lex" in batch:
+        sims.append(batch["sim_lex"].astype(jnp.float32))
+      for sim in sims:
+        feats_pair += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
+    h = jnp.stack(feats_pair, -1)
+    for i in range(cfg.pair_layers):
+      h = nn.gelu(nn.Dense(cfg.pair_hidden, name=f"pair_{i}")(h))
+    logits_BxCxG += nn.Dense(1, name="pair_out")(h)[..., 0]
+    logits_BxCxG = jnp.where(valid_BxG[:, None, :], logits_BxCxG, -1e9)
+    return {"key": key_BxC, "gap_logits": logits_BxCxG}
+
+
+class CellsTransformer(nn.Module):
+  """h_c = Transformer_over_cells(W v_c + type_c + is_code_c * pos(code_pos_c))."""
+
+  config: CellsConfig
+
+  @nn.compact
+  def __call__(self, v_BxCxE, batch, deterministic=True):
+    cfg = self.config
+    d = cfg.hidden_dim
+    is_code, mask = batch["is_code"], batch["cell_mask"]
     x = nn.LayerNorm(dtype=cfg.dtype, name="in_norm")(v_BxCxE)
     x = nn.Dropout(cfg.vec_dropout)(x, deterministic=deterministic)
     x = nn.Dense(d, dtype=cfg.dtype, name="in_proj")(x)
@@ -187,59 +285,7 @@ class CellsRanker(nn.Module):
     x = nn.LayerNorm(dtype=cfg.dtype, name="cells_norm")(x)
     for i in range(cfg.num_layers):
       x = roberta.Layer(cell_cfg, name=f"cells_{i}")(x, mask, deterministic)
-    h_BxCxD = x
-
-    code_w = (is_code & mask).astype(h_BxCxD.dtype)
-    n_code_B = batch["n_code"]
-    ctx_BxD = jnp.einsum("bcd,bc->bd", h_BxCxD, code_w) / jnp.maximum(n_code_B, 1)[:, None]
-    ctx_BxCxD = jnp.broadcast_to(ctx_BxD[:, None], h_BxCxD.shape)
-    feats = jnp.concatenate([h_BxCxD, ctx_BxCxD, h_BxCxD * ctx_BxCxD], -1)
-    key_BxC = nn.sigmoid(bow_mlp.Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
-        feats, deterministic)[..., 0].astype(jnp.float32))
-
-    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
-    start = self.param("start", nn.initializers.normal(0.02), (d,))
-    end = self.param("end", nn.initializers.normal(0.02), (d,))
-    code_h = jnp.where(code_w[..., None] > 0, h_BxCxD, 0)
-    g_idx = jnp.arange(C + 1)
-    prev_BxGxD = jnp.concatenate([jnp.broadcast_to(start.astype(code_h.dtype), (B, 1, d)),
-                                  code_h], 1)
-    nxt_BxGxD = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
-    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
-    nxt_BxGxD = jnp.where(is_end_BxG[..., None], end.astype(code_h.dtype), nxt_BxGxD)
-    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
-    gap_in = jnp.concatenate([prev_BxGxD, nxt_BxGxD,
-                              bow_mlp._fourier(centre_BxG).astype(code_h.dtype)], -1)
-    k_BxGxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_key")(gap_in, deterministic)
-    q_BxCxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_query")(feats, deterministic)
-    logits_BxCxG = jnp.einsum("bcd,bgd->bcg", q_BxCxD, k_BxGxD).astype(jnp.float32) / np.sqrt(d)
-    if cfg.use_similarity:
-      if "sim" in batch:
-        sim = batch["sim"].astype(jnp.float32)
-      else:  # fine-tuned vectors: cosine of the current ones
-        # sqrt(x + eps), not norm(): padding cells have v = 0, where norm's gradient is NaN.
-        u = v_BxCxE * jax.lax.rsqrt(jnp.sum(jnp.square(v_BxCxE), -1, keepdims=True) + 1e-12)
-        sim = jnp.einsum("bce,bke->bck", u, u)
-      zeros = jnp.zeros((B, C, 1), jnp.float32)
-      sim_next = jnp.where(is_end_BxG[:, None, :], 0.0, jnp.concatenate([sim, zeros], -1))
-      sim_prev = jnp.concatenate([zeros, sim], -1)
-      sim_prev = jnp.where(g_idx[None, None, :] > n_code_B[:, None, None], 0.0, sim_prev)
-      # How this gap's neighbours rank among all code cells for this markdown cell.
-      code_sim = jnp.where((is_code & mask)[:, None, :], sim, -2.0)
-      best = code_sim.max(-1, keepdims=True)
-      dist = (n_code_B[:, None, None] + 1.0) * jnp.abs(key_BxC[:, :, None] - centre_BxG[:, None, :])
-      pair = jnp.stack([sim_next, sim_prev, sim_next - sim_prev,
-                        sim_next - best, sim_prev - best,
-                        jnp.broadcast_to(centre_BxG[:, None, :], sim_next.shape),
-                        jax.lax.stop_gradient(jnp.minimum(dist, 8.0)) / 8.0], -1)
-      hp = nn.gelu(nn.Dense(32, name="pair_in")(pair))
-      logits_BxCxG += nn.Dense(1, name="pair_out")(hp)[..., 0]
-    prior_scale = nn.softplus(self.param("prior_scale", nn.initializers.constant(-1.0), ()))
-    logits_BxCxG -= prior_scale * (n_code_B[:, None, None] + 1.0) * jnp.abs(
-        key_BxC[:, :, None] - centre_BxG[:, None, :])
-    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
-    logits_BxCxG = jnp.where(valid_BxG[:, None, :], logits_BxCxG, -1e9)
-    return {"key": key_BxC, "gap_logits": logits_BxCxG}
+    return x
 
 
 # ----------------------------------------------------------------------------------------

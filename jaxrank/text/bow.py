@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -165,3 +166,43 @@ def csr_to_bags(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     ids[r, : len(top)] = indices[top]
     weights[r, : len(top)] = data[top]
   return ids, weights
+
+
+# ----------------------------------------------------------------------------------------
+# Per-notebook lexical similarity (stateless: no fitted vocabulary).
+# ----------------------------------------------------------------------------------------
+# Words, with identifiers split at "_", digits and camelCase ("trainLoss_2" ->
+# "train", "loss"), so prose in markdown meets the names used in code.
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+def words(text: str, max_chars: int = 5_000) -> list[str]:
+  from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # pylint: disable=g-import-not-at-top
+  return [w for w in (m.lower() for m in _WORD.findall(text[:max_chars]))
+          if len(w) > 1 and w not in ENGLISH_STOP_WORDS]
+
+
+def lexical_sim(texts: Sequence[str], max_chars: int = 5_000) -> np.ndarray:
+  """Cosine of per-notebook TF-IDF word vectors of `texts` (one notebook's cells): [n, n].
+
+  The IDF is the notebook's own (a word in every cell weighs little), so no
+  vocabulary is fitted and nothing is tied to the training repositories: it is
+  the same "which code cell shares this markdown's words" evidence everywhere.
+  """
+  n = len(texts)
+  toks = [words(t, max_chars) for t in texts]
+  vocab: dict[str, int] = {}
+  rows, cols = [], []
+  for r, ws in enumerate(toks):
+    for w in ws:
+      rows.append(r)
+      cols.append(vocab.setdefault(w, len(vocab)))
+  if not vocab:
+    return np.zeros((n, n), np.float32)
+  counts = np.zeros((n, len(vocab)), np.float32)
+  np.add.at(counts, (np.asarray(rows), np.asarray(cols)), 1.0)
+  df = (counts > 0).sum(0)
+  tf = np.where(counts > 0, 1.0 + np.log(np.maximum(counts, 1.0)), 0.0)
+  x = tf * (np.log((1.0 + n) / (1.0 + df)) + 1.0)
+  x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  return (x @ x.T).astype(np.float32)

@@ -9,7 +9,8 @@ Two `config.features.kind`s (the interface is in `jaxrank.features`):
   encoder on them end to end.
 * "encoder": per-cell vectors `vec` [n_cells, D] (float16) of a frozen store
   encoder, mean-pooled over at most `max_tokens` tokens, plus the cell-cell
-  cosine `sim` [n, n]. Vectors are **cached on disk** under
+  cosine `sim` [n, n] and, with `lexical_sim`, `sim_lex` [n, n], the cosine of
+  per-notebook word TF-IDF vectors (`jaxrank.text.bow.lexical_sim`). Vectors are **cached on disk** under
   `cache_dir/<model>/L<max_tokens>/` keyed by sha1(model, max_tokens, text), in
   append-only shards (each written atomically), so the ~76k cells of the corpus
   are encoded once and reused by every later run, fold and process; a killed
@@ -33,6 +34,7 @@ import numpy as np
 
 from jaxrank import io_utils
 from jaxrank.data import batching
+from jaxrank.text import bow
 from jaxrank.data.types import Notebook
 
 FOLDER = "featurizer"
@@ -209,6 +211,7 @@ class EncoderFeaturizer:
   max_chars: int = 2000
   batch_rows: int = 64
   dim: int = 0
+  lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
   _state: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
@@ -222,7 +225,7 @@ class EncoderFeaturizer:
   def to_json(self) -> dict[str, Any]:
     return {"workspace": self.workspace, "encoder": self.encoder, "cache_dir": self.cache_dir,
             "max_tokens": self.max_tokens, "max_chars": self.max_chars,
-            "batch_rows": self.batch_rows, "dim": self.dim}
+            "batch_rows": self.batch_rows, "dim": self.dim, "lexical_sim": self.lexical_sim}
 
   def _model(self):
     if self._state is None:
@@ -277,7 +280,8 @@ def _encoder_from_cfg(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
     raise ValueError("features.encoder must name a store model (e.g. minilm-l6)")
   cache_dir = cfg.get("cache_dir") or str(ws.data_dir / "encoder_cache")
   return EncoderFeaturizer(str(ws.root), cfg["encoder"], cache_dir, int(cfg.get("max_tokens", 64)),
-                           int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)))
+                           int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)),
+                           lexical_sim=bool(cfg.get("lexical_sim", False)))
 
 
 def encoder_items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
@@ -293,6 +297,9 @@ def encoder_items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[b
     perm = it["cell_index"]
     u = unit[a:b][perm]
     it["sim"] = (u @ u.T).astype(np.float16)
+    if f.lexical_sim:
+      srcs = [nb.sources[i] for i in perm]
+      it["sim_lex"] = bow.lexical_sim(srcs).astype(np.float16)
     out.append(it)
   return out
 

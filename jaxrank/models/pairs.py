@@ -1,0 +1,55 @@
+"""Pair features of (cell m, gap g) shared by the gap-softmax rankers.
+
+Layout as in `jaxrank.data.batching`: code cells first, so code cell k is row k
+and gap g (g = 0..n_code) lies between code rows g-1 and g. The features are
+parameter-free functions of a cell-cell similarity matrix (TF-IDF, lexical or
+encoder cosine): the "this markdown describes that code" evidence that carries
+over to repositories never seen in training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def gap_similarity_features(sim_BxCxC: Array, code_BxC: Array, n_code_B: Array) -> list[Array]:
+  """[B, C, G] features of how similar cell m is to the code cells around gap g.
+
+  Gap g lies between code rows g-1 and g. Per (m, g): the similarity to the
+  code cell after and before the gap (0 past the ends), those two minus the
+  best code cell's, their z-scores over the notebook's code cells, whether the
+  next cell is the best one, its rank among the code cells (0 = best), and
+  the similarity to the code cells one further out on each side.
+  """
+  B, C, _ = sim_BxCxC.shape
+  g_idx = jnp.arange(C + 1)
+  is_end = (g_idx[None, :] == n_code_B[:, None])[:, None, :]
+  past = (g_idx[None, :] > n_code_B[:, None])[:, None, :]
+  code = code_BxC[:, None, :]
+  n = jnp.maximum(code_BxC.sum(-1), 1)[:, None, None].astype(jnp.float32)
+  sim = jnp.where(code, sim_BxCxC, 0.0)
+  mean = sim.sum(-1, keepdims=True) / n
+  std = jnp.sqrt(jnp.where(code, jnp.square(sim - mean), 0.0).sum(-1, keepdims=True) / n + 1e-4)
+  best = jnp.where(code, sim_BxCxC, -2.0).max(-1, keepdims=True)
+  zeros = jnp.zeros((B, C, 1), jnp.float32)
+  nxt = jnp.where(is_end | past, 0.0, jnp.concatenate([sim, zeros], -1))
+  prv = jnp.where(past | (g_idx == 0)[None, None, :], 0.0, jnp.concatenate([zeros, sim], -1))
+  has_nxt = ~(is_end | past)
+  has_prv = ~(past | (g_idx == 0)[None, None, :])
+  z_nxt = jnp.where(has_nxt, (nxt - mean) / std, 0.0)
+  z_prv = jnp.where(has_prv, (prv - mean) / std, 0.0)
+  # One code cell further on each side: a markdown cell often introduces a
+  # few code cells, and the best match need not be the first.
+  nxt2 = jnp.concatenate([sim[:, :, 1:], zeros, zeros], -1)
+  nxt2 = jnp.where(g_idx[None, None, :] + 1 < n_code_B[:, None, None], nxt2, 0.0)
+  prv2 = jnp.concatenate([zeros, zeros, sim[:, :, :-1]], -1)
+  prv2 = jnp.where((g_idx[None, None, :] >= 2) & ~past, prv2, 0.0)
+  rank = jnp.argsort(jnp.argsort(-jnp.where(code, sim_BxCxC, -2.0), -1), -1).astype(jnp.float32)
+  rank_nxt = jnp.concatenate([jnp.minimum(rank, 8.0) / 8.0, jnp.ones((B, C, 1))], -1)
+  rank_nxt = jnp.where(has_nxt, rank_nxt, 1.0)
+  return [nxt, prv, jnp.where(has_nxt, nxt - best, -1.0), jnp.where(has_prv, prv - best, -1.0),
+          z_nxt, z_prv, jnp.maximum(z_nxt, z_prv), (rank_nxt == 0).astype(jnp.float32), rank_nxt,
+          nxt2, prv2, jnp.maximum(nxt, nxt2) - best]
