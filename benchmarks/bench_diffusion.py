@@ -5,11 +5,12 @@ checkpoints and resume: rerunning continues), on the ancestor-held-out split
 (`--fold` of `--n_folds`):
 
   * diffusion           flow-matching diffusion ranker (jaxrank/models/diffusion.py);
-  * diffusion_pointwise the *same* network (same BagEncoder cell vectors, same
-                        transformer over cells, same steps), objective="pointwise":
-                        markdown keys regressed directly with L1, no noise;
-  * bow_mlp_pointwise   the project's BOW-MLP with model.decode=pointwise (same
-                        TF-IDF bags and BagEncoder, no transformer, its own loss);
+  * diffusion_pointwise the *same* network (same cell vectors, same transformer
+                        over cells, same gap head, same steps), objective="pointwise":
+                        one shot from no position information, same targets;
+  * roberta_cells       (--features=encoder, the default) the cell-level ranker of
+                        jaxrank/models/rankers.py on the same frozen vectors;
+  * bow_mlp_pointwise   (--features=bow) the BOW-MLP with model.decode=pointwise;
   * tfidf_ridge         the classic baseline (as in benchmarks/baselines.py: TF-IDF of
                         each markdown cell's text, Ridge on its true key), on the same
                         validation notebooks, for reference.
@@ -25,7 +26,8 @@ written to WORKDIR/bench_diffusion_partial.json as they come; runs already
 trained to --steps are not retrained (rerun to resume or re-score).
 
   .venv/bin/python -m benchmarks.bench_diffusion --fold=0 --max_val_notebooks=150 \
-      --steps=300 --workdir=/tmp/bench_diffusion
+      --steps=240 --workdir=/tmp/bench_diffusion [--features=bow] \
+      [--overrides=model.self_condition=True]
 
 Fold 0 of nbcorpus is one huge repository (kaggleScape, 1076 notebooks); its
 full validation is slow with many sampling steps, hence --max_val_notebooks.
@@ -47,14 +49,15 @@ import numpy as np
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/nbcorpus", "Competition-format folder.")
 _FOLD = flags.DEFINE_integer("fold", 0, "Validation fold (ancestor-grouped).")
 _N_FOLDS = flags.DEFINE_integer("n_folds", 5, "Number of folds.")
-_STEPS = flags.DEFINE_integer("steps", 300, "Training steps of each model.")
+_STEPS = flags.DEFINE_integer("steps", 240, "Training steps of each model.")
 _MAX_VAL = flags.DEFINE_integer("max_val_notebooks", 150, "Validation notebooks for the table "
                                 "(random, fixed seed); 0 = the whole fold.")
 _K = flags.DEFINE_list("sample_steps", ["1", "4", "16", "64"], "Sampling steps K to sweep.")
 _S = flags.DEFINE_list("num_samples", ["1", "4"], "Samples per notebook S to sweep.")
-_EXTRA = flags.DEFINE_list("extra", ["4x16", "16x16"], "More KxS points, e.g. 16x16.")
-_MEDIAN = flags.DEFINE_string("median", "16x4", "KxS point also scored with the median of "
-                              "samples instead of the mean ('' = none).")
+_EXTRA = flags.DEFINE_list("extra", ["16x16"], "More KxS points, e.g. 16x16.")
+_MEDIAN = flags.DEFINE_string("median", "", "KxS point also scored with the median of "
+                              "samples instead of the mean ('' = none; the gap head decodes "
+                              "sample-averaged gap probabilities, so this only moves ties).")
 _MAX_EVALS = flags.DEFINE_integer("max_evals", 256, "Skip sweep points with K * S above this.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_diffusion", "Runs and results go here.")
 _HIDDEN = flags.DEFINE_integer("hidden_dim", 128, "Transformer width of the diffusion nets.")
@@ -63,6 +66,8 @@ _FEATURES = flags.DEFINE_enum("features", "encoder", ["encoder", "bow"],
                               "Cell vectors of every model: cached frozen store-encoder vectors "
                               "(+ their cosine and the per-notebook word TF-IDF cosine), or "
                               "TF-IDF bags.")
+_OVERRIDES = flags.DEFINE_list("overrides", [], "Config overrides of both diffusion nets, "
+                               "e.g. model.self_condition=True,model.time_sampling=uniform.")
 _WORKSPACE = flags.DEFINE_string("workspace", "workspace", "Workspace holding models/ (encoder).")
 _ENCODER = flags.DEFINE_string("encoder", "minilm-l6", "Store encoder for --features=encoder.")
 
@@ -84,11 +89,22 @@ def _common(c, workdir: Path):
   return c
 
 
+def _literal(text: str):
+  import ast
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
 def _configs(workdir: Path) -> dict:
   from experiments.configs import bow_mlp, diffusion, roberta_cells
   net = {"model.hidden_dim": _HIDDEN.value, "model.tf_layers": _LAYERS.value,
          "model.sample_steps": 16, "model.num_samples": 1}
   kind = _FEATURES.value
+  for item in _OVERRIDES.value:
+    key, value = item.split("=", 1)
+    net[key] = _literal(value)
   out = {
       "diffusion": _set(_common(diffusion.get_config(kind), workdir), **net),
       "diffusion_pointwise": _set(_common(diffusion.get_config(kind), workdir),

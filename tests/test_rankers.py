@@ -8,6 +8,10 @@ Tiny everything: a 2-layer, 32-wide random BERT imported into a temporary store
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +25,7 @@ from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import pairs, rankers, roberta
 from jaxrank.text import bow
 from jaxrank.text import encoder_features as ef
+from tests.conftest import FAST_XLA
 from tests.test_roberta import make_tiny_bert_folder
 
 
@@ -174,6 +179,26 @@ def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
   for row, nb in enumerate(nbs):
     np.testing.assert_allclose(probs[row, :nb.n_cells, :nb.n_code + 1].sum(-1), 1, atol=1e-5)
     assert probs[row, :nb.n_cells, nb.n_code + 1:].max() < 1e-6
+
+
+def test_encode_entry_point_fills_the_cache_the_runs_read(ws):
+  root = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  p = subprocess.run([sys.executable, "-m", "experiments.encode", f"--data_dir={sample_data_dir()}",
+                      "--split=test", "--encoder=tiny", "--max_tokens=16",
+                      f"--workspace={ws.root}"], cwd=root, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  nbs = nb_io.load_split(sample_data_dir(), "test")
+  f = ef._encoder_from_cfg({"workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16})  # pylint: disable=protected-access
+  n_unique = len({ef.clean_text(s, f.max_chars) for nb in nbs for s in nb.sources})
+  assert len(ef.VectorCache(f.cache_folder)) >= n_unique
+  assert f"cached vectors: {len(ef.VectorCache(f.cache_folder))}" in p.stdout
+  # A run's featurizer now finds every vector: nothing is encoded again.
+  shards = sorted(f.cache_folder.glob("shard-*.npz"))
+  f.vectors([s for nb in nbs for s in nb.sources])
+  assert sorted(f.cache_folder.glob("shard-*.npz")) == shards
 
 
 def test_subword_items_hold_padded_token_ids(ws):

@@ -50,7 +50,7 @@ def get_config(features: str = "bow") -> ml_collections.ConfigDict:
   c.model.emd_loss_weight = 1.0
   c.model.x1_loss_weight = 1.0
   c.model.prior_loss_weight = 1.0
-  c.model.self_condition = False  # denoiser also sees its previous clean estimate
+  c.model.self_condition = True  # denoiser also sees its previous clean estimate (+0.01 tau)
   c.model.self_cond_prob = 0.5
   # Objective and noise schedule.
   c.model.objective = "flow"  # or "pointwise" (same network, plain L1 regression)

@@ -114,7 +114,7 @@ class DiffusionConfig:
   # estimate; in training, with probability self_cond_prob, a first
   # (gradient-free) pass provides it, so the model learns how far to trust
   # its own estimates -- what it meets at sampling time.
-  self_condition: bool = False
+  self_condition: bool = True
   self_cond_prob: float = 0.5
   # Objective and noise schedule.
   objective: str = "flow"  # "flow" (diffusion) or "pointwise" (same net, plain regression)
