@@ -30,9 +30,7 @@ def main(argv):
   workdir = _WORKDIR.value or str(ws / "runs" / (_NAME.value or config.model.name))
   if not config.data.data_dir:
     raise app.UsageError("set --config.data.data_dir (a competition-format folder)")
-  if not config.data.cache_dir:
-    with config.unlocked():
-      config.data.cache_dir = str(ws / "data" / "cache")
+  common.fill_workspace(config)
   out = train.train_and_evaluate(config, workdir, should_stop=stop)
   if out["status"] == "preempted":
     sys.exit(common.EXIT_PREEMPTED)

@@ -277,3 +277,30 @@ def test_pointwise_resume(ws, tmp_path):
   # No validation here (the cell-level test covers evaluation): one compiled shape.
   cfg = tiny_pointwise_config(ws, **{"data.n_folds": 1, "data.max_notebooks": 12})
   _stop_resume_equals_uninterrupted(cfg, tmp_path)
+
+
+def test_cells_flagfile_under_jaxrank_home_trains_and_predicts(ws, tmp_path):
+  """The cluster path: no --workspace, $JAXRANK_HOME names the store; the run's
+  config records it, and predict writes a valid submission."""
+  root = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAXRANK_HOME=str(ws.root),
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  wd = tmp_path / "run"
+  tiny = ["--config.data.max_notebooks=20", "--config.data.n_folds=2", "--config.train.steps=2",
+          "--config.data.buckets=(128,1024)", "--config.features.encoder=tiny",
+          "--config.features.max_tokens=16", "--config.model.hidden_dim=16",
+          "--config.model.num_layers=1", "--config.model.num_heads=2"]
+  run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=root, env=env,
+                                  capture_output=True, text=True, timeout=600)
+  p = run("experiments.train", "--flagfile=experiments/flags/roberta_cells.flags",
+          f"--config.data.data_dir={sample_data_dir()}", f"--workdir={wd}", *tiny)
+  assert p.returncode == 0, p.stderr[-3000:]
+  cfg = json.loads((wd / "config.json").read_text())
+  assert cfg["features"]["workspace"] == str(ws.root)
+  out = tmp_path / "submission.csv"
+  p = run("experiments.predict", f"--workdir={wd}", f"--data_dir={sample_data_dir()}",
+          "--split=test", f"--output={out}")
+  assert p.returncode == 0, p.stderr[-3000:]
+  from jaxrank import submission
+  test_nbs = nb_io.load_split(sample_data_dir(), "test")
+  submission.validate_submission(submission.read_submission(out), test_nbs)  # raises if bad

