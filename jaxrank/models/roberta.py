@@ -184,8 +184,19 @@ def position_ids(input_ids_BxL: jax.Array, cfg: EncoderConfig) -> jax.Array:
   return jnp.cumsum(real_BxL, axis=1) * real_BxL + (cfg.position_offset - 1)
 
 
+class _Dense2D(nn.Dense):
+  """nn.Dense that flattens leading axes first, so the matmul and both its
+  gradients are plain 2-D dots. On XLA:CPU a dot with two contracting axes
+  (the weight gradient of a [B, L, H] input) is far slower: measured on MiniLM
+  (batch 32 x 64 tokens, 2 cores), forward+backward 1.27 s -> 0.92 s."""
+
+  def __call__(self, x):
+    lead = x.shape[:-1]
+    return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*lead, self.features)
+
+
 def _dense(cfg: EncoderConfig, features: int, name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=cfg.dtype, param_dtype=jnp.float32, name=name,
+  return _Dense2D(features, dtype=cfg.dtype, param_dtype=jnp.float32, name=name,
                   kernel_init=nn.initializers.normal(cfg.initializer_range))
 
 
