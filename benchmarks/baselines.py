@@ -31,7 +31,6 @@ To add a row from elsewhere (e.g. a trained model):
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 import time
 from typing import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from absl import flags
 import numpy as np
 from scipy import sparse
 
+from benchmarks import common
 from jaxrank import decode
 from jaxrank import io_utils
 from jaxrank import submission
@@ -207,14 +207,6 @@ def encoder_nearest_code(workspace: str, encoder: str, lexical: bool = False) ->
   return ranker
 
 
-def _literal(text: str):
-  """A Python literal ("4", "(1, 2)", "False"), else the text itself (a string value)."""
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
 def trained(config_module: str, data_dir: str, fold: int, n_folds: int, seed: int,
             overrides: Sequence[str] = ()) -> Ranker:
   """One of our rankers (`experiments/configs/<config_module>.py`), trained by the real
@@ -226,8 +218,7 @@ def trained(config_module: str, data_dir: str, fold: int, n_folds: int, seed: in
     config = importlib.import_module(f"experiments.configs.{config_module}").get_config()
     config.data.data_dir, config.data.fold = data_dir, fold
     config.data.n_folds, config.data.seed = n_folds, seed
-    config.update_from_flattened_dict(
-        {k: _literal(v) for k, v in (item.split("=", 1) for item in overrides)})
+    config.update_from_flattened_dict(common.overrides(overrides))
     with tempfile.TemporaryDirectory() as wd:
       trainer.train_and_evaluate(config, wd)
       predictor, _ = trainer.load_predictor(wd)

@@ -46,6 +46,8 @@ from typing import Sequence
 from absl import app, flags, logging
 import numpy as np
 
+from benchmarks import common
+
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/nbcorpus", "Competition-format folder.")
 _FOLD = flags.DEFINE_integer("fold", 0, "Validation fold (ancestor-grouped).")
 _N_FOLDS = flags.DEFINE_integer("n_folds", 5, "Number of folds.")
@@ -89,22 +91,12 @@ def _common(c, workdir: Path):
   return c
 
 
-def _literal(text: str):
-  import ast
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
 def _configs(workdir: Path) -> dict:
   from experiments.configs import bow_mlp, diffusion, roberta_cells
   net = {"model.hidden_dim": _HIDDEN.value, "model.tf_layers": _LAYERS.value,
          "model.sample_steps": 16, "model.num_samples": 1}
   kind = _FEATURES.value
-  for item in _OVERRIDES.value:
-    key, value = item.split("=", 1)
-    net[key] = _literal(value)
+  net.update(common.overrides(_OVERRIDES.value))
   out = {
       "diffusion": _set(_common(diffusion.get_config(kind), workdir), **net),
       "diffusion_pointwise": _set(_common(diffusion.get_config(kind), workdir),
