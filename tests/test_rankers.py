@@ -279,7 +279,14 @@ def test_pointwise_resume(ws, tmp_path):
   _stop_resume_equals_uninterrupted(cfg, tmp_path)
 
 
-def test_cells_flagfile_under_jaxrank_home_trains_and_predicts(ws, tmp_path):
+@pytest.mark.parametrize("flagfile,model_flags", [
+    ("roberta_cells", ["--config.model.hidden_dim=16", "--config.model.num_layers=1",
+                       "--config.model.num_heads=2"]),
+    ("diffusion_minilm", ["--config.model.hidden_dim=16", "--config.model.mlp_dim=16",
+                          "--config.model.tf_layers=1", "--config.model.num_heads=2",
+                          "--config.model.sample_steps=2", "--config.model.num_samples=2"])])
+def test_encoder_flagfiles_under_jaxrank_home_train_and_predict(ws, tmp_path, flagfile,
+                                                                 model_flags):
   """The cluster path: no --workspace, $JAXRANK_HOME names the store; the run's
   config records it, and predict writes a valid submission."""
   root = Path(__file__).resolve().parents[1]
@@ -288,11 +295,10 @@ def test_cells_flagfile_under_jaxrank_home_trains_and_predicts(ws, tmp_path):
   wd = tmp_path / "run"
   tiny = ["--config.data.max_notebooks=20", "--config.data.n_folds=2", "--config.train.steps=2",
           "--config.data.buckets=(128,1024)", "--config.features.encoder=tiny",
-          "--config.features.max_tokens=16", "--config.model.hidden_dim=16",
-          "--config.model.num_layers=1", "--config.model.num_heads=2"]
+          "--config.features.max_tokens=16", *model_flags]
   run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=root, env=env,
                                   capture_output=True, text=True, timeout=600)
-  p = run("experiments.train", "--flagfile=experiments/flags/roberta_cells.flags",
+  p = run("experiments.train", f"--flagfile=experiments/flags/{flagfile}.flags",
           f"--config.data.data_dir={sample_data_dir()}", f"--workdir={wd}", *tiny)
   assert p.returncode == 0, p.stderr[-3000:]
   cfg = json.loads((wd / "config.json").read_text())
