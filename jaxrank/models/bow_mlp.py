@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrank import decode
+from jaxrank.models import pairs
 
 Array = jax.Array
 
@@ -138,10 +139,7 @@ class BowMlpRanker(nn.Module):
     key_BxC = nn.sigmoid(linear_BxC + self.param("key_bias", nn.initializers.zeros, ()))
 
     # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
-    g_idx = jnp.arange(C + 1)
-    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
-    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
-    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
+    g_idx, valid_BxG, is_end_BxG, centre_BxG = pairs.gaps(n_code_B, C)
     logits_BxCxG = jnp.zeros((B, C, C + 1), jnp.float32)
     if cfg.use_bilinear:
       start = self.param("start", nn.initializers.normal(0.02), (d,))
@@ -158,10 +156,8 @@ class BowMlpRanker(nn.Module):
     # pairs: distance from the pointwise prediction (the position prior; its
     # shape is learned, not fixed), and the TF-IDF similarity to the code cell
     # after the gap (row g) and before it (row g-1), zero at the notebook's ends.
-    rel = jax.lax.stop_gradient(key_BxC)[:, :, None] - centre_BxG[:, None, :]
-    n1 = n_code_B[:, None, None] + 1.0
-    feats_pair = [rel, jnp.abs(rel), jnp.minimum(jnp.abs(rel) * n1, 8.0) / 8.0,
-                  jnp.broadcast_to(centre_BxG[:, None, :], rel.shape)]
+    feats_pair = pairs.prior_features(key_BxC, centre_BxG, n_code_B)
+    feats_pair.append(jnp.broadcast_to(centre_BxG[:, None, :], feats_pair[0].shape))
     if cfg.use_similarity:
       sim = batch["sim"].astype(jnp.float32)
       zeros = jnp.zeros((B, C, 1), jnp.float32)
@@ -173,6 +169,7 @@ class BowMlpRanker(nn.Module):
       best = jnp.max(jnp.where(valid_BxG[:, None, :], sim_next, 0.0), -1, keepdims=True)
       is_best = ((sim_next >= best) & (best > 0)).astype(jnp.float32)
       # Rank of this gap's similarity among the markdown cell's gaps, in [0, 1].
+      n1 = n_code_B[:, None, None] + 1.0
       masked = jnp.where(valid_BxG[:, None, :], sim_next, -1.0)
       rank = jnp.argsort(jnp.argsort(-masked, axis=-1), axis=-1) / n1  # 0 = most similar
       feats_pair += [sim_next, sim_prev, sim_next / (best + 1e-3), is_best, rank]

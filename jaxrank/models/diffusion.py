@@ -299,9 +299,9 @@ class Denoiser(nn.Module):
     d = cfg.hidden_dim
     is_code, mask = batch["is_code"], batch["cell_mask"]
     B, C = is_code.shape
-    vec_key = "vec" if "vec" in batch else "cell_vec"
-    if vec_key in batch:  # precomputed vectors (e.g. a frozen encoder's, cached)
-      cell = nn.Dense(d, dtype=cfg.dtype, name="cell_proj")(batch[vec_key].astype(cfg.dtype))
+    vec = batch.get("vec", batch.get("cell_vec"))
+    if vec is not None:  # precomputed vectors (e.g. a frozen encoder's, cached)
+      cell = nn.Dense(d, dtype=cfg.dtype, name="cell_proj")(vec.astype(cfg.dtype))
       cell = cell + nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
       cell = nn.LayerNorm(dtype=cfg.dtype, name="cell_norm")(cell)
     else:
@@ -344,9 +344,9 @@ class Denoiser(nn.Module):
     h = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(h)
     if cfg.head == "scalar":
       return nn.Dense(1, dtype=cfg.dtype, name="head")(h)[..., 0].astype(jnp.float32)
-    return self._gap_head(h, batch, pos_BxC, t_B, sims, deterministic, sc_BxC, sc_on_B)
+    return self._gap_head(h, batch, vec, pos_BxC, t_B, sims, deterministic, sc_BxC, sc_on_B)
 
-  def _gap_head(self, h_BxCxD, batch, pos_BxC, t_B, sims, deterministic, sc_BxC, sc_on_B):
+  def _gap_head(self, h_BxCxD, batch, vec, pos_BxC, t_B, sims, deterministic, sc_BxC, sc_on_B):
     """(x1_hat [B, C], gap logits [B, C, C + 1]): the clean position as a gap softmax.
 
     logit[m, g] = MLP(pair features) [+ <q(h_m), k(h_code g-1, h_code g)> / sqrt(D)],
@@ -363,27 +363,22 @@ class Denoiser(nn.Module):
     d = cfg.hidden_dim
     is_code, mask, n_code_B = batch["is_code"], batch["cell_mask"], batch["n_code"]
     B, C = is_code.shape
-    g_idx = jnp.arange(C + 1)
-    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
-    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
-    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
+    _, valid_BxG, is_end_BxG, centre_BxG = pairs.gaps(n_code_B, C)
     xc_BxG = key_to_x(centre_BxG)
     n1 = (n_code_B[:, None, None] + 1.0)
     # A content-only position prior (as the cell ranker's key): linear in the
     # cell vector plus an MLP of its transformer state at this step.
-    vec = batch.get("vec", batch.get("cell_vec"))
     prior = Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="prior_head")(h_BxCxD, deterministic)
     prior = prior[..., 0].astype(jnp.float32)
     if vec is not None:
       prior += nn.Dense(1, name="prior_linear")(
           nn.LayerNorm(name="prior_norm")(vec.astype(jnp.float32)))[..., 0]
     prior_key = nn.sigmoid(prior)
-    rel = jax.lax.stop_gradient(prior_key)[:, :, None] - centre_BxG[:, None, :]
     dx = pos_BxC[:, :, None] - xc_BxG[:, None, :]
     t = jnp.broadcast_to(t_B[:, None, None], dx.shape)
     feats = [dx, jnp.abs(dx), jnp.minimum(jnp.abs(dx) * n1 / 2, 8.0) / 8.0, t, t * jnp.abs(dx),
              jnp.broadcast_to(centre_BxG[:, None, :], dx.shape),
-             rel, jnp.abs(rel), jnp.minimum(jnp.abs(rel) * n1, 8.0) / 8.0]
+             *pairs.prior_features(prior_key, centre_BxG, n_code_B)]
     if cfg.self_condition:
       on = jnp.broadcast_to(sc_on_B[:, None, None], dx.shape)
       dsc = (sc_BxC[:, :, None] - xc_BxG[:, None, :]) * on

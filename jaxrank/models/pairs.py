@@ -9,10 +9,36 @@ over to repositories never seen in training.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+class Gaps(NamedTuple):
+  """The n_code + 1 gaps of each notebook, padded to C + 1 per row."""
+
+  idx: Array  # [G] gap index g = 0..C
+  valid: Array  # [B, G] g <= n_code
+  is_end: Array  # [B, G] g == n_code (after the last code cell)
+  centre: Array  # [B, G] (g + 0.5) / (n_code + 1), the gap's key
+
+
+def gaps(n_code_B: Array, C: int) -> Gaps:
+  g = jnp.arange(C + 1)
+  return Gaps(g, g[None, :] <= n_code_B[:, None], g[None, :] == n_code_B[:, None],
+              (g[None, :] + 0.5) / (n_code_B[:, None] + 1.0))
+
+
+def prior_features(key_BxC: Array, centre_BxG: Array, n_code_B: Array) -> list[Array]:
+  """[B, C, G] distances of each gap from a cell's pointwise key (a learned position
+  prior; no gradient flows back into the key): signed, absolute, and in gaps
+  (clipped at 8)."""
+  rel = jax.lax.stop_gradient(key_BxC)[:, :, None] - centre_BxG[:, None, :]
+  n1 = n_code_B[:, None, None] + 1.0
+  return [rel, jnp.abs(rel), jnp.minimum(jnp.abs(rel) * n1, 8.0) / 8.0]
 
 
 def gap_similarity_features(sim_BxCxC: Array, code_BxC: Array, n_code_B: Array) -> list[Array]:
@@ -25,9 +51,9 @@ def gap_similarity_features(sim_BxCxC: Array, code_BxC: Array, n_code_B: Array) 
   the similarity to the code cells one further out on each side.
   """
   B, C, _ = sim_BxCxC.shape
-  g_idx = jnp.arange(C + 1)
-  is_end = (g_idx[None, :] == n_code_B[:, None])[:, None, :]
-  past = (g_idx[None, :] > n_code_B[:, None])[:, None, :]
+  grid = gaps(n_code_B, C)
+  g_idx = grid.idx
+  is_end, past = grid.is_end[:, None, :], ~grid.valid[:, None, :]
   code = code_BxC[:, None, :]
   n = jnp.maximum(code_BxC.sum(-1), 1)[:, None, None].astype(jnp.float32)
   sim = jnp.where(code, sim_BxCxC, 0.0)

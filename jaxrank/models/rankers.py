@@ -212,10 +212,7 @@ class CellsRanker(nn.Module):
     key_BxC = nn.sigmoid(key_logit)
 
     # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
-    g_idx = jnp.arange(C + 1)
-    is_end_BxG = g_idx[None, :] == n_code_B[:, None]
-    valid_BxG = g_idx[None, :] <= n_code_B[:, None]
-    centre_BxG = (g_idx[None, :] + 0.5) / (n_code_B[:, None] + 1.0)
+    _, valid_BxG, is_end_BxG, centre_BxG = pairs.gaps(n_code_B, C)
     logits_BxCxG = jnp.zeros((B, C, C + 1), jnp.float32)
     if cfg.use_bilinear:
       start = self.param("start", nn.initializers.normal(0.02), (d,))
@@ -238,10 +235,8 @@ class CellsRanker(nn.Module):
     # the best code cell of the notebook, as a z-score and as a rank. These are
     # parameter-free "this markdown describes that code" evidence that carries
     # over to unseen repositories (see the BOW-MLP note).
-    rel = jax.lax.stop_gradient(key_BxC)[:, :, None] - centre_BxG[:, None, :]
-    n1 = n_code_B[:, None, None] + 1.0
-    feats_pair = [rel, jnp.abs(rel), jnp.minimum(jnp.abs(rel) * n1, 8.0) / 8.0,
-                  jnp.broadcast_to(centre_BxG[:, None, :], rel.shape)]
+    feats_pair = pairs.prior_features(key_BxC, centre_BxG, n_code_B)
+    feats_pair.append(jnp.broadcast_to(centre_BxG[:, None, :], feats_pair[0].shape))
     if cfg.use_similarity:
       sims = []
       if "sim" in batch:
