@@ -21,13 +21,18 @@ def workspace_root() -> Path:
   return Path(WORKSPACE.value or os.environ.get("JAXRANK_HOME") or "workspace").absolute()
 
 
+def notebook_cache_dir() -> Path:
+  """Where parsed competition splits are cached (`jaxrank.data.cache`)."""
+  return workspace_root() / "data" / "cache"
+
+
 def fill_workspace(config) -> None:
   """Points a run config's store fields (`features.workspace`, `model.workspace`)
   and the parsed-notebook cache at this workspace where they are left empty."""
   ws = workspace_root()
   with config.unlocked():
     if not config.data.get("cache_dir"):
-      config.data.cache_dir = str(ws / "data" / "cache")
+      config.data.cache_dir = str(notebook_cache_dir())
     for group in ("features", "model"):
       if "workspace" in config[group] and not config[group].workspace:
         config[group].workspace = str(ws)

@@ -38,7 +38,8 @@ def main(argv: Sequence[str]) -> None:
   common.setup_jax()
   ws = common.workspace_root()
   t0 = time.time()
-  nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value, cache_dir=ws / "data" / "cache")
+  nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value,
+                             cache_dir=common.notebook_cache_dir())
   n_cells = sum(nb.n_cells for nb in nbs)
   cfg = {"kind": "encoder", "workspace": str(ws), "encoder": _ENCODER.value,
          "max_tokens": _MAX_TOKENS.value, "max_chars": _MAX_CHARS.value,

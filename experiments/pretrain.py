@@ -27,7 +27,7 @@ def main(argv):
   if not config.data.data_dir:
     raise app.UsageError("set --config.data.data_dir (a competition-format folder)")
   ws = store.Workspace(common.workspace_root()).ensure()
-  cache = config.data.cache_dir or str(ws.data_dir / "cache")
+  cache = config.data.cache_dir or str(common.notebook_cache_dir())
   nbs = nb_io.load_split(config.data.data_dir, config.data.split, cache_dir=cache)
   if config.data.max_notebooks:
     nbs = nbs[:config.data.max_notebooks]

@@ -28,7 +28,7 @@ def main(argv):
   workdir = ws / "runs" / _NAME.value
   config = bow_mlp.get_config()
   config.data.data_dir = str(notebooks.sample_data_dir())
-  config.data.cache_dir = str(ws / "data" / "cache")
+  common.fill_workspace(config)
   config.data.n_folds = 4
   config.train.steps = _STEPS.value
   config.train.eval_every = 50

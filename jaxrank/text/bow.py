@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
 from jaxrank import io_utils
 
@@ -177,7 +177,6 @@ _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
 def words(text: str, max_chars: int = 5_000) -> list[str]:
-  from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # pylint: disable=g-import-not-at-top
   return [w for w in (m.lower() for m in _WORD.findall(text[:max_chars]))
           if len(w) > 1 and w not in ENGLISH_STOP_WORDS]
 

@@ -213,6 +213,7 @@ class EncoderFeaturizer:
   dim: int = 0
   lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
   _state: Any = dataclasses.field(default=None, repr=False, compare=False)
+  _cache: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
   def vocab_size(self) -> int:
@@ -236,10 +237,19 @@ class EncoderFeaturizer:
       self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows))
     return self._state
 
+  def cache(self) -> VectorCache:
+    """The on-disk vector cache, read once per featurizer; later calls only read the
+    shards written since (e.g. by another process)."""
+    if self._cache is None:
+      self._cache = VectorCache(self.cache_folder)
+    else:
+      self._cache.refresh()
+    return self._cache
+
   def vectors(self, texts: Sequence[str], *, log_every: int = 4096,
               save_every: int = 2048) -> np.ndarray:
     """[len(texts), D] float16 vectors; encodes (and caches) only texts not cached yet."""
-    cache = VectorCache(self.cache_folder)
+    cache = self.cache()
     keys = [text_key(self.encoder, self.max_tokens, clean_text(t, self.max_chars)) for t in texts]
     missing: dict[bytes, str] = {}
     for k, t in zip(keys, texts):
@@ -345,4 +355,4 @@ def encode_notebooks(cfg: Mapping[str, Any], notebooks: Iterable[Notebook]) -> i
   f = _encoder_from_cfg(cfg)
   texts = [s for nb in notebooks for s in nb.sources]
   f.vectors(texts)
-  return len(VectorCache(f.cache_folder))
+  return len(f.cache())
