@@ -12,12 +12,14 @@ config says, i.e. 0.1):
 
   * ours: `jaxrank.models.roberta.Encoder` under `jax.jit` (donated state),
     float32 and bfloat16 compute;
-  * PyTorch: `transformers.BertModel` in train mode, `torch.optim.AdamW`, run
+  * PyTorch: `transformers.BertModel` in train mode, `torch.optim.AdamW`, in
+    float32 (transformers' default) and under bfloat16 autocast, each run
     in a separate interpreter (`--torch_python`; torch has no wheel for our
     Python 3.12 here: `python3.11 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip
     install torch==2.13.0 transformers==4.57.6`);
 
-sequences/s (median over timed steps after warm-up), the ratio ours/torch, the
+sequences/s (median over timed steps after warm-up), the ratios ours/torch
+(precision-matched, and against torch's float32 default), the
 peak resident memory of each process (ru_maxrss), and the prediction speed of
 the cell-level ranker: frozen-encoder cells/s on real corpus cells (length-sorted
 batches of 64, at most 64 tokens) plus, with `--run`, the trained ranker's
@@ -59,6 +61,7 @@ TORCH_WORKER = textwrap.dedent(r"""
   import torch
   from transformers import BertConfig, BertModel
   cfg_path, batch, length, steps, threads = sys.argv[1], *map(int, sys.argv[2:6])
+  amp = sys.argv[6] == "bfloat16"
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   cfg = BertConfig.from_json_file(cfg_path)
@@ -67,9 +70,10 @@ TORCH_WORKER = textwrap.dedent(r"""
   ids = torch.randint(5, cfg.vocab_size, (batch, length))
   mask = torch.ones_like(ids)
   def step():
-    h = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    v = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-    loss = (v ** 2).mean()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+      h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+      v = (h.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+      loss = (v ** 2).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -84,6 +88,7 @@ TORCH_WORKER = textwrap.dedent(r"""
       "seq_per_s": batch / statistics.median(times), "step_s_median": statistics.median(times),
       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "torch": torch.__version__, "threads": torch.get_num_threads(),
+      "dtype": "bfloat16 autocast" if amp else "float32",
       "attn_implementation": model.config._attn_implementation}))
 """)
 
@@ -138,10 +143,10 @@ def bench_ours(cfg_path: Path, batch: int, length: int, steps: int, dtype: str) 
 
 
 def bench_torch(python: str, cfg_path: Path, batch: int, length: int, steps: int,
-                threads: int) -> dict:
+                threads: int, dtype: str = "float32") -> dict:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
   p = subprocess.run([python, "-c", TORCH_WORKER, str(cfg_path), str(batch), str(length),
-                      str(steps), str(threads)], capture_output=True, text=True, env=env,
+                      str(steps), str(threads), dtype], capture_output=True, text=True, env=env,
                      timeout=3600)
   if p.returncode != 0:
     return {"error": p.stderr[-2000:]}
@@ -204,17 +209,28 @@ def main(argv):
   res: dict = {"batch": b, "length": l, "config": str(cfg_path), "cpu_count": os.cpu_count(),
                "loadavg_start": os.getloadavg()}
   if _TORCH_PY.value:
-    res["torch"] = bench_torch(_TORCH_PY.value, cfg_path, b, l, n, threads)
-    print("torch:", json.dumps(res["torch"]), flush=True)
-  res["ours_float32"] = bench_ours(cfg_path, b, l, n, "float32")
-  print("ours f32:", json.dumps(res["ours_float32"]), flush=True)
-  res["ours_bfloat16"] = bench_ours(cfg_path, b, l, n, "bfloat16")
-  print("ours bf16:", json.dumps(res["ours_bfloat16"]), flush=True)
+    # float32 is what transformers trains in by default; bf16 autocast is torch's
+    # mixed precision (oneDNN bf16 matmuls), the like-for-like rival of ours in bf16.
+    for dtype in ("float32", "bfloat16"):
+      res[f"torch_{dtype}"] = bench_torch(_TORCH_PY.value, cfg_path, b, l, n, threads, dtype)
+      print(f"torch {dtype}:", json.dumps(res[f"torch_{dtype}"]), flush=True)
+  for dtype in ("float32", "bfloat16"):
+    res[f"ours_{dtype}"] = bench_ours(cfg_path, b, l, n, dtype)
+    print(f"ours {dtype}:", json.dumps(res[f"ours_{dtype}"]), flush=True)
   res["ours_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  if "seq_per_s" in res.get("torch", {}):
-    best = max(res["ours_float32"]["seq_per_s"], res["ours_bfloat16"]["seq_per_s"])
-    res["ratio_ours_f32_over_torch"] = res["ours_float32"]["seq_per_s"] / res["torch"]["seq_per_s"]
-    res["ratio_best_ours_over_torch"] = best / res["torch"]["seq_per_s"]
+  rate = {k: v["seq_per_s"] for k, v in res.items()
+          if isinstance(v, dict) and "seq_per_s" in v}
+  if "torch_float32" in rate:
+    res["ratios"] = {
+        "ours_f32 / torch_f32": rate["ours_float32"] / rate["torch_float32"],
+        "ours_bf16 / torch_f32 (torch default)": rate["ours_bfloat16"] / rate["torch_float32"],
+    }
+    if "torch_bfloat16" in rate:
+      res["ratios"]["ours_bf16 / torch_bf16_autocast"] = (rate["ours_bfloat16"]
+                                                          / rate["torch_bfloat16"])
+      res["ratios"]["best ours / best torch"] = (
+          max(rate["ours_float32"], rate["ours_bfloat16"])
+          / max(rate["torch_float32"], rate["torch_bfloat16"]))
   if _DATA.value:
     res["prediction"] = bench_prediction(_WORKSPACE.value, _DATA.value, _RUN.value,
                                          _PRED_CELLS.value)
