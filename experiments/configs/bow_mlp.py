@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.key_loss_weight = 1.0
   c.model.emd_loss_weight = 1.0
   c.model.decode = "gap"  # or "pointwise"
+  c.model.crowding = 2.0  # joint gap assignment (decode.crowded_gaps); 0 = medians
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
 
   c.features = common.bow_features()

@@ -63,6 +63,7 @@ def get_config(features: str = "bow") -> ml_collections.ConfigDict:
   c.model.sample_steps = 16
   c.model.num_samples = 4
   c.model.combine = "mean"  # or "median"
+  c.model.crowding = 2.0  # gap head: joint gap assignment (decode.crowded_gaps); 0 = medians
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
 
   # "bow": TF-IDF bags through the BagEncoder; "encoder": cached frozen

@@ -54,6 +54,9 @@ class BowMlpConfig:
   key_loss_weight: float = 1.0
   emd_loss_weight: float = 1.0
   decode: str = "gap"  # "gap" or "pointwise"
+  # Decode-time price (in misplaced code cells) of each further markdown cell
+  # sharing a gap: `decode.crowded_gaps`. 0 = independent medians.
+  crowding: float = 2.0
   dtype: Any = jnp.float32
 
 
@@ -217,4 +220,4 @@ def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md
   logits = np.asarray(outputs["gap_logits"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
-  return decode.keys_from_gap_probs(probs, tiebreak=key)
+  return decode.keys_from_gap_probs(probs, tiebreak=key, crowding=config.crowding)

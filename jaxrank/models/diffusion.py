@@ -156,6 +156,8 @@ class DiffusionConfig:
   sample_steps: int = 16  # K Euler steps
   num_samples: int = 4  # S noise draws per notebook, combined per cell
   combine: str = "mean"  # "mean" or "median" of the S final positions
+  # Gap head: price of each further markdown cell sharing a gap (decode.crowded_gaps).
+  crowding: float = 2.0
   dtype: Any = jnp.float32
 
   def __post_init__(self):
@@ -561,4 +563,4 @@ def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md
     return key
   probs = np.asarray(outputs["gap_probs"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
   probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
-  return decode.keys_from_gap_probs(probs, tiebreak=key)
+  return decode.keys_from_gap_probs(probs, tiebreak=key, crowding=config.crowding)

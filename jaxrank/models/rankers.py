@@ -95,6 +95,9 @@ class CellsConfig(EncoderFields):
   key_loss_weight: float = 1.0
   emd_loss_weight: float = 1.0  # expected |gap - true gap| term of the BOW-MLP loss
   decode: str = "gap"  # or "pointwise"
+  # Decode-time price (in misplaced code cells) of each further markdown cell
+  # sharing a gap: `decode.crowded_gaps`. 0 = independent medians.
+  crowding: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
