@@ -1,7 +1,15 @@
-r"""MLM-pretrains a small RoBERTa on notebook text and saves it into the store.
+r"""Makes an encoder and saves it into the store.
+
+MLM pretraining of a small RoBERTa on notebook text (`objective="mlm"`):
 
   python -m experiments.pretrain --flagfile=experiments/flags/pretrain.flags \
       --config.data.data_dir=../shared/data/nbcorpus [--workdir=...] [--workspace=...]
+
+Contrastive fine-tuning of a stored encoder on (markdown, next code) pairs of
+the training fold (`objective="pairs"`, jaxrank.pair_finetune):
+
+  python -m experiments.pretrain --flagfile=experiments/flags/pair_finetune.flags \
+      --config.data.data_dir=../shared/data/nbcorpus --config.data.fold=0
 
 Run again with the same flags to resume from the last checkpoint.
 """
@@ -20,7 +28,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup_jax()
-  from jaxrank import pretrain, store  # after jax.distributed.initialize
+  from jaxrank import pair_finetune, pretrain, store  # after jax.distributed.initialize
   from jaxrank.data import notebooks as nb_io
 
   config = _CONFIG.value
@@ -32,7 +40,13 @@ def main(argv):
   if config.data.max_notebooks:
     nbs = nbs[:config.data.max_notebooks]
   workdir = _WORKDIR.value or str(ws.runs_dir / f"pretrain-{config.model.save_as}")
-  out = pretrain.pretrain(config, ws, nbs, workdir)
+  if config.objective == "pairs":  # the held-out fold's orders are never read
+    out = pair_finetune.finetune(config, ws, pair_finetune.training_notebooks(nbs, config.data),
+                                 workdir)
+  elif config.objective == "mlm":
+    out = pretrain.pretrain(config, ws, nbs, workdir)
+  else:
+    raise app.UsageError(f"config.objective must be 'mlm' or 'pairs', got {config.objective!r}")
   if out["manifest"]:
     print(f"stored model {out['manifest']['name']!r} "
           f"({out['manifest']['parameter_count']} parameters) after {out['steps']} steps")

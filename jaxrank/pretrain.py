@@ -108,11 +108,18 @@ def mlm_loss(logits_BxLxV, labels_BxL):
 # ----------------------------------------------------------------------------------------
 # Hugging Face export (inverse of roberta.params_from_hf).
 # ----------------------------------------------------------------------------------------
+def hf_model_type(cfg: roberta.EncoderConfig) -> str:
+  """"roberta" (positions offset past the pad id) or "bert" (positions from 0)."""
+  return "bert" if cfg.position_offset == 0 else "roberta"
+
+
 def params_to_hf(params: Mapping[str, Any], cfg: roberta.EncoderConfig) -> dict[str, np.ndarray]:
-  """Encoder params -> a RoBERTa state dict in PyTorch layout (`roberta.` names, [out, in])."""
+  """Encoder params -> a BERT/RoBERTa state dict in PyTorch layout (`bert.`/`roberta.` names,
+  [out, in]); the family follows `cfg.position_offset`."""
   p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
   out: dict[str, np.ndarray] = {}
-  e = "roberta.embeddings"
+  prefix = hf_model_type(cfg)
+  e = f"{prefix}.embeddings"
   out[f"{e}.word_embeddings.weight"] = p["embeddings"]["word"]["embedding"]
   out[f"{e}.position_embeddings.weight"] = p["embeddings"]["position"]["embedding"]
   out[f"{e}.token_type_embeddings.weight"] = p["embeddings"]["token_type"]["embedding"]
@@ -128,7 +135,7 @@ def params_to_hf(params: Mapping[str, Any], cfg: roberta.EncoderConfig) -> dict[
     out[f"{stem}.weight"], out[f"{stem}.bias"] = d["scale"], d["bias"]
 
   for i in range(cfg.num_layers):
-    lp, s = p[f"layer_{i}"], f"roberta.encoder.layer.{i}"
+    lp, s = p[f"layer_{i}"], f"{prefix}.encoder.layer.{i}"
     qkv = lp["attention"]["qkv"]
     for j, n in enumerate(("query", "key", "value")):
       linear(f"{s}.attention.self.{n}", {"kernel": qkv["kernel"][:, j * h:(j + 1) * h],
@@ -142,8 +149,10 @@ def params_to_hf(params: Mapping[str, Any], cfg: roberta.EncoderConfig) -> dict[
 
 
 def hf_config(cfg: roberta.EncoderConfig, tok) -> dict[str, Any]:
+  model_type = hf_model_type(cfg)
   return {
-      "model_type": "roberta", "architectures": ["RobertaForMaskedLM"],
+      "model_type": model_type,
+      "architectures": ["RobertaForMaskedLM" if model_type == "roberta" else "BertModel"],
       "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
       "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
       "intermediate_size": cfg.intermediate_size,
@@ -159,7 +168,7 @@ def hf_config(cfg: roberta.EncoderConfig, tok) -> dict[str, Any]:
 
 def save_to_store(ws: store.Workspace, name: str, params, cfg: roberta.EncoderConfig, tok,
                   *, source_label: str) -> dict[str, Any]:
-  """Writes an HF RoBERTa folder for `params` and imports it as models/NAME."""
+  """Writes an HF BERT/RoBERTa folder for `params` and imports it as models/NAME."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
     folder = Path(tmp) / "hf"
@@ -235,6 +244,54 @@ class LengthBatches:
 # ----------------------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------------------
+def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
+              workdir: Path, batch_size: int, log_every: int, checkpoint_every: int):
+  """The encoder-training loop shared by MLM pretraining and pair fine-tuning.
+
+  Resumes from the newest Orbax checkpoint in `workdir`; then for each step
+  `make_batch(step)` (a pure function of the step, so a resumed run sees the
+  same data) is sharded over the mesh's "data" axis and fed to the jitted
+  `step_fn(state, batch, rng) -> (state, aux)`. Every `log_every` steps the
+  mean of `aux` is logged and appended to `workdir/<name>_metrics.jsonl`
+  (a non-finite loss stops the run); checkpoints every `checkpoint_every`
+  steps and at the end. Returns (state, history, steps done).
+  """
+  from jaxrank import train  # pylint: disable=g-import-not-at-top
+  ckpt = checkpoint.Checkpointer(workdir, keep=2)
+  if ckpt.latest_step() is not None:
+    d, _ = ckpt.restore(checkpoint.abstract_of(
+        {"step": state.step, "params": state.params, "opt_state": state.opt_state}))
+    state = state.replace(step=d["step"], params=d["params"], opt_state=d["opt_state"])
+    log.info("resumed %s at step %d", name, int(state.step))
+  history, pending = [], []
+  step = int(state.step)
+  t_last = time.time()
+  while step < total:
+    state, aux = step_fn(state, train.shard_batch(make_batch(step), mesh), rng)
+    step += 1
+    pending.append(aux)
+    if step % log_every == 0 or step == total:
+      host = jax.device_get(pending)
+      pending = []
+      mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+      if not math.isfinite(mean["loss"]):
+        raise FloatingPointError(f"{name}: non-finite loss at step {step}: {mean}")
+      mean.update(step=step, seqs_per_s=len(host) * batch_size / max(time.time() - t_last, 1e-9))
+      t_last = time.time()
+      history.append(mean)
+      log.info("%s step %d/%d  %s", name, step, total,
+               "  ".join(f"{k} {v:.4g}" for k, v in mean.items() if k != "step"))
+      if jax.process_index() == 0:
+        with open(workdir / f"{name}_metrics.jsonl", "a") as f:
+          f.write(json.dumps(mean) + "\n")
+    if step % checkpoint_every == 0 or step == total:
+      ckpt.save(step, {"step": state.step, "params": state.params, "opt_state": state.opt_state},
+                {"step": step})
+  ckpt.wait()
+  ckpt.close()
+  return state, history, step
+
+
 def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path) -> dict[str, Any]:
   """Pretrains (or resumes in `workdir`) and stores the encoder as `config.model.save_as`."""
   from jaxrank import train  # pylint: disable=g-import-not-at-top
@@ -268,60 +325,35 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path) -> dic
   state_sh = jax.tree.map(lambda _: repl, abstract)
   state = jax.jit(init, out_shardings=state_sh)(jax.random.key(config.train.seed))
 
-  def step_fn(state, inputs, labels, rng):
+  def step_fn(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
 
     def loss(p):
-      logits = state.apply_fn({"params": p}, inputs, deterministic=False, rngs={"dropout": rng})
-      return mlm_loss(logits, labels)
+      logits = state.apply_fn({"params": p}, batch["inputs"], deterministic=False,
+                              rngs={"dropout": rng})
+      return mlm_loss(logits, batch["labels"])
 
     (l, acc), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
     return state, {"loss": l, "mlm_acc": acc, "lr": schedule(state.step - 1)}
 
-  step_fn = jax.jit(step_fn, in_shardings=(state_sh, data_sh, data_sh, repl),
+  step_fn = jax.jit(step_fn, in_shardings=(state_sh, data_sh, repl),
                     out_shardings=(state_sh, repl), donate_argnums=0)
-  ckpt = checkpoint.Checkpointer(workdir, keep=2)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    d, _ = ckpt.restore(checkpoint.abstract_of(
-        {"step": state.step, "params": state.params, "opt_state": state.opt_state}))
-    state = state.replace(step=d["step"], params=d["params"], opt_state=d["opt_state"])
-    log.info("resumed pretraining at step %d", int(state.step))
   rng = jax.random.key(config.train.seed, impl="unsafe_rbg")
   special = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id,
                          tok.bos_token_id, tok.eos_token_id) if i is not None]
-  history, pending = [], []
-  step = int(state.step)
-  t_last = time.time()
-  while step < total:
-    ids = batches.batch(step)
-    inputs, labels = mask_tokens(ids, np.random.default_rng([config.data.seed, 7, step]),
+
+  def make_batch(step):
+    inputs, labels = mask_tokens(batches.batch(step),
+                                 np.random.default_rng([config.data.seed, 7, step]),
                                  vocab_size=len(tok), mask_id=tok.mask_token_id,
                                  special_ids=special, rate=config.train.mask_rate)
-    arr = train.shard_batch({"inputs": inputs, "labels": labels}, mesh)
-    state, aux = step_fn(state, arr["inputs"], arr["labels"], rng)
-    step += 1
-    pending.append(aux)
-    if step % config.train.log_every == 0 or step == total:
-      host = jax.device_get(pending)
-      pending = []
-      mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-      if not math.isfinite(mean["loss"]):
-        raise FloatingPointError(f"pretrain: non-finite MLM loss at step {step}: {mean}")
-      mean.update(step=step, seqs_per_s=len(host) * bs / max(time.time() - t_last, 1e-9))
-      t_last = time.time()
-      history.append(mean)
-      log.info("pretrain step %d/%d  mlm loss %.3f  acc %.3f  %.1f seq/s", step, total,
-               mean["loss"], mean["mlm_acc"], mean["seqs_per_s"])
-      if jax.process_index() == 0:
-        with open(workdir / "pretrain_metrics.jsonl", "a") as f:
-          f.write(json.dumps(mean) + "\n")
-    if step % config.train.checkpoint_every == 0 or step == total:
-      ckpt.save(step, {"step": state.step, "params": state.params, "opt_state": state.opt_state},
-                {"step": step})
-  ckpt.wait()
-  ckpt.close()
+    return {"inputs": inputs, "labels": labels}
+
+  state, history, step = run_steps(
+      "pretrain", state, step_fn, make_batch, rng, mesh=mesh, total=total, workdir=workdir,
+      batch_size=bs, log_every=config.train.log_every,
+      checkpoint_every=config.train.checkpoint_every)
   enc_params = jax.device_get(state.params["encoder"])
   manifest = None
   if jax.process_index() == 0:

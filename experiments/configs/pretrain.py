@@ -15,6 +15,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.objective = "mlm"  # experiments/configs/pair_finetune.py: "pairs"
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.name = "bpe-nb-8k"  # store tokenizer; trained on the data if missing
