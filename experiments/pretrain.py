@@ -11,8 +11,12 @@ the training fold (`objective="pairs"`, jaxrank.pair_finetune):
   python -m experiments.pretrain --flagfile=experiments/flags/pair_finetune.flags \
       --config.data.data_dir=../shared/data/nbcorpus --config.data.fold=0
 
-Run again with the same flags to resume from the last checkpoint.
+Run again with the same flags to resume from the last checkpoint. Exit codes as
+experiments.train: 0 finished (model stored), 85 stopped by SIGUSR1 after
+checkpointing (launch/submit.sh --module=experiments.pretrain requeues it).
 """
+
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -27,6 +31,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints. Default: WORKSPACE
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  stop = common.StopFlag()
   common.setup_jax()
   from jaxrank import pair_finetune, pretrain, store  # after jax.distributed.initialize
   from jaxrank.data import notebooks as nb_io
@@ -42,11 +47,14 @@ def main(argv):
   workdir = _WORKDIR.value or str(ws.runs_dir / f"pretrain-{config.model.save_as}")
   if config.objective == "pairs":  # the held-out fold's orders are never read
     out = pair_finetune.finetune(config, ws, pair_finetune.training_notebooks(nbs, config.data),
-                                 workdir)
+                                 workdir, should_stop=stop)
   elif config.objective == "mlm":
-    out = pretrain.pretrain(config, ws, nbs, workdir)
+    out = pretrain.pretrain(config, ws, nbs, workdir, should_stop=stop)
   else:
     raise app.UsageError(f"config.objective must be 'mlm' or 'pairs', got {config.objective!r}")
+  if out["steps"] < out["total"]:
+    print(f"stopped at step {out['steps']}/{out['total']}: run again to resume")
+    sys.exit(common.EXIT_PREEMPTED)
   if out["manifest"]:
     print(f"stored model {out['manifest']['name']!r} "
           f"({out['manifest']['parameter_count']} parameters) after {out['steps']} steps")

@@ -117,8 +117,10 @@ def pair_loss(vecs_2BxH: jax.Array, temperature: float) -> tuple[jax.Array, jax.
 
 
 def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
-             workdir: str | Path) -> dict[str, Any]:
-  """Fine-tunes store model `config.model.init_from`; stores it as `config.model.save_as`."""
+             workdir: str | Path, should_stop=None) -> dict[str, Any]:
+  """Fine-tunes store model `config.model.init_from`; stores it as `config.model.save_as`.
+
+  Resumes from `workdir`; stopped early by `should_stop` it stores nothing."""
   from jaxrank import train  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -178,11 +180,12 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   state, history, step = pretrain.run_steps(
       "pair_finetune", state, step_fn, batches.batch, rng, mesh=mesh, total=total,
       workdir=workdir, batch_size=2 * bs, log_every=config.train.log_every,
-      checkpoint_every=config.train.checkpoint_every)
+      checkpoint_every=config.train.checkpoint_every, should_stop=should_stop)
   manifest = None
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and step >= total:
     # Stored in float32 compute with the original dropout: a plain encoder again.
     manifest = pretrain.save_to_store(
         ws, config.model.save_as, jax.device_get(state.params), cfg.replace(dtype="float32"),
         tok, source_label=f"jaxrank.pair_finetune:{config.model.init_from}:{workdir}@{total}")
-  return {"manifest": manifest, "history": history, "steps": step, "pairs": len(pairs)}
+  return {"manifest": manifest, "history": history, "steps": step, "total": total,
+          "pairs": len(pairs)}

@@ -245,7 +245,8 @@ class LengthBatches:
 # The loop.
 # ----------------------------------------------------------------------------------------
 def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
-              workdir: Path, batch_size: int, log_every: int, checkpoint_every: int):
+              workdir: Path, batch_size: int, log_every: int, checkpoint_every: int,
+              should_stop=None):
   """The encoder-training loop shared by MLM pretraining and pair fine-tuning.
 
   Resumes from the newest Orbax checkpoint in `workdir`; then for each step
@@ -254,7 +255,9 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
   `step_fn(state, batch, rng) -> (state, aux)`. Every `log_every` steps the
   mean of `aux` is logged and appended to `workdir/<name>_metrics.jsonl`
   (a non-finite loss stops the run); checkpoints every `checkpoint_every`
-  steps and at the end. Returns (state, history, steps done).
+  steps and at the end. `should_stop` (e.g. SLURM's SIGUSR1 flag) is polled
+  after every step, agreed across processes; when it turns true the step is
+  checkpointed and the loop returns early. Returns (state, history, steps done).
   """
   from jaxrank import train  # pylint: disable=g-import-not-at-top
   ckpt = checkpoint.Checkpointer(workdir, keep=2)
@@ -284,16 +287,24 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
       if jax.process_index() == 0:
         with open(workdir / f"{name}_metrics.jsonl", "a") as f:
           f.write(json.dumps(mean) + "\n")
-    if step % checkpoint_every == 0 or step == total:
+    stop = should_stop is not None and step < total and train._agree(should_stop())
+    if step % checkpoint_every == 0 or step == total or stop:
       ckpt.save(step, {"step": state.step, "params": state.params, "opt_state": state.opt_state},
                 {"step": step})
+    if stop:
+      log.warning("%s: stop requested, checkpointed step %d", name, step)
+      break
   ckpt.wait()
   ckpt.close()
   return state, history, step
 
 
-def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path) -> dict[str, Any]:
-  """Pretrains (or resumes in `workdir`) and stores the encoder as `config.model.save_as`."""
+def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
+             should_stop=None) -> dict[str, Any]:
+  """Pretrains (or resumes in `workdir`) and stores the encoder as `config.model.save_as`.
+
+  Stopped early by `should_stop` (see `run_steps`), it stores nothing and
+  returns `steps < total`; running again resumes."""
   from jaxrank import train  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -353,10 +364,10 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path) -> dic
   state, history, step = run_steps(
       "pretrain", state, step_fn, make_batch, rng, mesh=mesh, total=total, workdir=workdir,
       batch_size=bs, log_every=config.train.log_every,
-      checkpoint_every=config.train.checkpoint_every)
+      checkpoint_every=config.train.checkpoint_every, should_stop=should_stop)
   enc_params = jax.device_get(state.params["encoder"])
   manifest = None
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and step >= total:
     manifest = save_to_store(ws, config.model.save_as, enc_params, cfg, tok,
                              source_label=f"jaxrank.pretrain:{workdir}@{total}")
-  return {"manifest": manifest, "history": history, "steps": step}
+  return {"manifest": manifest, "history": history, "steps": step, "total": total}

@@ -210,3 +210,27 @@ def test_pair_finetune_cli_learns_and_stores_a_loadable_encoder(pretrained, tmp_
   nbs = nb_io.load_split(sample_data_dir(), "train")
   n_train = len(folds.split_train_val(nbs, fold=0, n_folds=5, seed=0)[0])
   assert f"{n_train} notebooks ->" in p.stderr
+
+
+def test_pair_finetune_stops_on_request_and_resumes(pretrained, tmp_path):
+  """A stop request (SLURM's SIGUSR1 flag) checkpoints the step and stores
+  nothing; running again resumes at that step and stores the model."""
+  ws, _, _, _ = pretrained
+  c = pair_config.get_config()
+  c.model.init_from, c.model.save_as = "rb-tiny", "rb-tiny-resumed"
+  c.data.max_tokens = 32
+  c.train.steps, c.train.batch_size, c.train.log_every, c.train.checkpoint_every = 4, 8, 1, 100
+  nbs = nb_io.load_split(sample_data_dir(), "train")[:40]
+  calls = []
+
+  def stop_at_two():
+    calls.append(1)
+    return len(calls) >= 2
+
+  first = pair_finetune.finetune(c, ws, nbs, tmp_path / "run", should_stop=stop_at_two)
+  assert (first["steps"], first["total"], first["manifest"]) == (2, 4, None)
+  with pytest.raises(store.EntryNotFoundError):
+    store.read_manifest(ws, "rb-tiny-resumed")
+  second = pair_finetune.finetune(c, ws, nbs, tmp_path / "run")
+  assert second["steps"] == 4 and [h["step"] for h in second["history"]] == [3, 4]
+  assert second["manifest"]["name"] == "rb-tiny-resumed"
