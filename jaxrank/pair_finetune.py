@@ -126,7 +126,7 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   mesh = train.make_mesh()
-  repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  repl = NamedSharding(mesh, P())
   cfg, params, tok = store.load_encoder(ws, config.model.init_from, check_hashes=False,
                                         sharding=repl)
   cfg = cfg.replace(dtype=config.model.dtype)
@@ -161,21 +161,13 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   state = jax.jit(create, out_shardings=state_sh)(params)
   temperature = float(config.train.temperature)
 
-  def step_fn(state, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
+  def loss(apply_fn, p, batch, rng):
     ids = batch["ids"]
     mask = (ids != cfg.pad_token_id).astype(jnp.int32)
+    h = apply_fn({"params": p}, ids, mask, deterministic=False, rngs={"dropout": rng})
+    return pair_loss(roberta.mean_pool(h, mask), temperature)
 
-    def loss(p):
-      h = state.apply_fn({"params": p}, ids, mask, deterministic=False, rngs={"dropout": rng})
-      return pair_loss(roberta.mean_pool(h, mask), temperature)
-
-    (l, acc), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
-    return state, {"loss": l, "pair_acc": acc, "lr": schedule(state.step - 1)}
-
-  step_fn = jax.jit(step_fn, in_shardings=(state_sh, data_sh, repl),
-                    out_shardings=(state_sh, repl), donate_argnums=0)
+  step_fn = pretrain.jit_step(loss, "pair_acc", schedule, state_sh, mesh)
   rng = jax.random.key(config.train.seed, impl="unsafe_rbg")
   state, history, step = pretrain.run_steps(
       "pair_finetune", state, step_fn, batches.batch, rng, mesh=mesh, total=total,

@@ -244,6 +244,27 @@ class LengthBatches:
 # ----------------------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------------------
+def jit_step(loss_fn, acc_name: str, schedule, state_sh, mesh):
+  """The jitted training step of an encoder objective.
+
+  `loss_fn(apply_fn, params, batch, rng) -> (loss, accuracy)`; the step folds
+  the step number into `rng` (dropout), applies the gradients and returns
+  (state, {"loss", acc_name, "lr"}). The state is replicated and donated; the
+  batch is sharded over the mesh's "data" axis.
+  """
+  repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+  def step_fn(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    (l, acc), grads = jax.value_and_grad(
+        lambda p: loss_fn(state.apply_fn, p, batch, rng), has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    return state, {"loss": l, acc_name: acc, "lr": schedule(state.step - 1)}
+
+  return jax.jit(step_fn, in_shardings=(state_sh, data_sh, repl),
+                 out_shardings=(state_sh, repl), donate_argnums=0)
+
+
 def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
               workdir: Path, batch_size: int, log_every: int, checkpoint_every: int,
               should_stop=None):
@@ -326,7 +347,7 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
   model = MaskedLM(cfg)
   tx, schedule = train.make_optimizer(config.optim, total)
   mesh = train.make_mesh()
-  repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  repl = NamedSharding(mesh, P())
 
   def init(rng):
     params = model.init({"params": rng}, jnp.zeros((1, 8), jnp.int32))["params"]
@@ -336,20 +357,12 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
   state_sh = jax.tree.map(lambda _: repl, abstract)
   state = jax.jit(init, out_shardings=state_sh)(jax.random.key(config.train.seed))
 
-  def step_fn(state, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
+  def loss(apply_fn, p, batch, rng):
+    logits = apply_fn({"params": p}, batch["inputs"], deterministic=False,
+                      rngs={"dropout": rng})
+    return mlm_loss(logits, batch["labels"])
 
-    def loss(p):
-      logits = state.apply_fn({"params": p}, batch["inputs"], deterministic=False,
-                              rngs={"dropout": rng})
-      return mlm_loss(logits, batch["labels"])
-
-    (l, acc), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
-    return state, {"loss": l, "mlm_acc": acc, "lr": schedule(state.step - 1)}
-
-  step_fn = jax.jit(step_fn, in_shardings=(state_sh, data_sh, repl),
-                    out_shardings=(state_sh, repl), donate_argnums=0)
+  step_fn = jit_step(loss, "mlm_acc", schedule, state_sh, mesh)
   rng = jax.random.key(config.train.seed, impl="unsafe_rbg")
   special = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id,
                          tok.bos_token_id, tok.eos_token_id) if i is not None]

@@ -17,6 +17,8 @@ Defaults: one epoch of fold 0's ~10k pairs in bfloat16, about 10 min on 2 CPU co
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -38,15 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_tokens = 64  # as the encoder featurizer (configs/common.py)
   c.data.max_chars = 2000
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 3e-5
-  c.optim.final_lr_fraction = 0.1
-  c.optim.warmup_steps = 30
-  c.optim.weight_decay = 0.01
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.clip_norm = 1.0
-  c.optim.grad_accum = 1
+  c.optim = common.optim(lr=3e-5, final_lr_fraction=0.1, warmup_steps=30)
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0

@@ -12,6 +12,8 @@ encoder as `model.save_as`; then start a ranker from it:
 
 import ml_collections
 
+from experiments.configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -41,15 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_chars = 2000
   c.data.seed = 0
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 5e-4
-  c.optim.final_lr_fraction = 0.05
-  c.optim.warmup_steps = 200
-  c.optim.weight_decay = 0.01
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.98
-  c.optim.clip_norm = 1.0
-  c.optim.grad_accum = 1
+  c.optim = common.optim(lr=5e-4, warmup_steps=200, b2=0.98)
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
