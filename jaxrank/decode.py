@@ -148,13 +148,8 @@ def keys_from_gaps(gaps_M: Sequence[int] | np.ndarray, n_code: int,
   return keys
 
 
-def median_gaps(probs_MxG: np.ndarray) -> np.ndarray:
-  """Per row, the gap minimising the expected number of misplaced markdown-code pairs.
-
-  Placing a markdown cell in gap g when its true gap is t misorders exactly
-  |g - t| markdown-vs-code pairs, so the best gap is a median of the row's
-  distribution: the smallest g with CDF(g) >= 1/2.
-  """
+def _normalised(probs_MxG: np.ndarray) -> np.ndarray:
+  """Checked [n_markdown, n_code + 1] gap distributions, rows summing to 1 (float64)."""
   p = np.asarray(probs_MxG, dtype=np.float64)
   if p.ndim != 2 or p.shape[1] < 1:
     raise ValueError(f"probs must be [n_markdown, n_code + 1], got shape {p.shape}")
@@ -163,7 +158,17 @@ def median_gaps(probs_MxG: np.ndarray) -> np.ndarray:
   total = p.sum(axis=1, keepdims=True)
   if (total <= 0).any():
     raise ValueError(f"probs row {int(np.flatnonzero(total[:, 0] <= 0)[0])} sums to 0")
-  cdf = np.cumsum(p / total, axis=1)
+  return p / total
+
+
+def median_gaps(probs_MxG: np.ndarray) -> np.ndarray:
+  """Per row, the gap minimising the expected number of misplaced markdown-code pairs.
+
+  Placing a markdown cell in gap g when its true gap is t misorders exactly
+  |g - t| markdown-vs-code pairs, so the best gap is a median of the row's
+  distribution: the smallest g with CDF(g) >= 1/2.
+  """
+  cdf = np.cumsum(_normalised(probs_MxG), axis=1)
   # A small tolerance so an exact 1/2 split (e.g. [.5, .5]) picks the lower gap
   # despite float rounding in the cumulative sum.
   return np.argmax(cdf >= 0.5 - 1e-12, axis=1).astype(np.int64)
@@ -184,16 +189,14 @@ def crowded_gaps(probs_MxG: np.ndarray, crowding: float, max_per_gap: int = 8) -
   than that many slots.
   """
   from scipy.optimize import linear_sum_assignment  # pylint: disable=g-import-not-at-top
-  p = np.asarray(probs_MxG, dtype=np.float64)
   if crowding < 0:
     raise ValueError(f"crowding must be >= 0, got {crowding}")
   if crowding == 0:
-    return median_gaps(p)
-  median_gaps(p)  # validates the distributions
+    return median_gaps(probs_MxG)
+  p = _normalised(probs_MxG)
   m, g = p.shape
   if m == 0:
     return np.zeros(0, np.int64)
-  p = p / p.sum(axis=1, keepdims=True)
   h = np.arange(g)
   expected_MxG = p @ np.abs(h[:, None] - h[None, :])
   slots = min(m, max(max_per_gap, -(-m // g)))

@@ -79,15 +79,16 @@ class PairBatches:
     if len(md_ids) < batch_size:
       raise ValueError(f"{len(md_ids)} (markdown, code) pairs, fewer than "
                        f"train.batch_size={batch_size}")
-    self.md, self.code, self.nb = md_ids, code_ids, notebook_of
+    self.md, self.code = md_ids, code_ids
     self.bs, self.per_nb, self.pad, self.seed = batch_size, per_notebook, pad_id, seed
     self.per_epoch = len(md_ids) // batch_size
+    self.groups = [np.flatnonzero(notebook_of == j) for j in np.unique(notebook_of)]
 
   def _plan(self, epoch: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, epoch])
     chunks = []
-    for j in np.unique(self.nb):
-      ix = rng.permutation(np.flatnonzero(self.nb == j))
+    for group in self.groups:
+      ix = rng.permutation(group)
       chunks += [ix[s:s + self.per_nb] for s in range(0, len(ix), self.per_nb)]
     return np.concatenate([chunks[i] for i in rng.permutation(len(chunks))])
 
@@ -175,9 +176,8 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
       checkpoint_every=config.train.checkpoint_every, should_stop=should_stop)
   manifest = None
   if jax.process_index() == 0 and step >= total:
-    # Stored in float32 compute with the original dropout: a plain encoder again.
+    # The export writes float32 weights; the training compute dtype is not stored.
     manifest = pretrain.save_to_store(
-        ws, config.model.save_as, jax.device_get(state.params), cfg.replace(dtype="float32"),
-        tok, source_label=f"jaxrank.pair_finetune:{config.model.init_from}:{workdir}@{total}")
+        ws, config.model.save_as, jax.device_get(state.params), cfg, tok, source_label=f"jaxrank.pair_finetune:{config.model.init_from}:{workdir}@{total}")
   return {"manifest": manifest, "history": history, "steps": step, "total": total,
           "pairs": len(pairs)}

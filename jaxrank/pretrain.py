@@ -282,10 +282,9 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
   """
   from jaxrank import train  # pylint: disable=g-import-not-at-top
   ckpt = checkpoint.Checkpointer(workdir, keep=2)
-  if ckpt.latest_step() is not None:
-    d, _ = ckpt.restore(checkpoint.abstract_of(
-        {"step": state.step, "params": state.params, "opt_state": state.opt_state}))
-    state = state.replace(step=d["step"], params=d["params"], opt_state=d["opt_state"])
+  restored = train.restore_into(state, ckpt)
+  if restored is not None:
+    state, _ = restored
     log.info("resumed %s at step %d", name, int(state.step))
   history, pending = [], []
   step = int(state.step)
@@ -308,10 +307,9 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
       if jax.process_index() == 0:
         with open(workdir / f"{name}_metrics.jsonl", "a") as f:
           f.write(json.dumps(mean) + "\n")
-    stop = should_stop is not None and step < total and train._agree(should_stop())
+    stop = should_stop is not None and step < total and train.agree(should_stop())
     if step % checkpoint_every == 0 or step == total or stop:
-      ckpt.save(step, {"step": state.step, "params": state.params, "opt_state": state.opt_state},
-                {"step": step})
+      ckpt.save(step, train.state_dict(state), {"step": step})
     if stop:
       log.warning("%s: stop requested, checkpointed step %d", name, step)
       break

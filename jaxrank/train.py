@@ -211,7 +211,8 @@ def evaluate_predictions(notebooks: Sequence[Notebook], preds) -> tuple[dict, An
 
 
 # --- state ------------------------------------------------------------------------------
-def _state_dict(state):
+def state_dict(state):
+  """What a checkpoint holds of a TrainState (the step is the data position)."""
   return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
 
 
@@ -244,7 +245,7 @@ def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: in
 
 
 def restore_into(state, ckpt: checkpoint.Checkpointer, *, best: bool = False, step=None):
-  restored = ckpt.restore(checkpoint.abstract_of(_state_dict(state)), step=step, best=best)
+  restored = ckpt.restore(checkpoint.abstract_of(state_dict(state)), step=step, best=best)
   if restored is None:
     return None
   d, meta = restored
@@ -364,7 +365,7 @@ def _train_and_evaluate(config, workdir: str | Path, *,
     epoch, idx = sched.position(step)
     meta = {"step": step, "epoch": epoch, "batch_in_epoch": idx, "best_tau": best_tau,
             "wall_s": wall_before + time.time() - t_start, **extra}
-    ckpt.save(step, _state_dict(state), meta, best=best)
+    ckpt.save(step, state_dict(state), meta, best=best)
 
   def validate():
     predictor.params = state.params
@@ -405,7 +406,7 @@ def _train_and_evaluate(config, workdir: str | Path, *,
     if saved:
       save()
     if (should_stop is not None and step % config.train.stop_check_every == 0
-        and _agree(should_stop()) and step < total):
+        and agree(should_stop()) and step < total):
       if not saved:  # Orbax refuses a second save of the same step
         save()
       status = "preempted"
@@ -431,7 +432,7 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   return out
 
 
-def _agree(flag: bool) -> bool:
+def agree(flag: bool) -> bool:
   """True on every process if it is true on any (multi-host stop agreement)."""
   if jax.process_count() == 1:
     return bool(flag)

@@ -4,6 +4,10 @@ Pair fine-tuning (jaxrank.pair_finetune): pairs, batches, loss, a tiny run throu
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,6 +21,7 @@ from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import roberta
+from tests.conftest import FAST_XLA
 
 
 def test_mask_tokens_follows_the_80_10_10_rule_and_spares_specials():
@@ -177,13 +182,9 @@ def test_pair_finetune_cli_learns_and_stores_a_loadable_encoder(pretrained, tmp_
   """experiments.pretrain with the pair_finetune flagfile on the tiny stored
   RoBERTa: the in-batch loss falls, the stored model is the fine-tuned one
   (same config and tokenizer, other weights) and a featurizer can load it."""
-  import subprocess
-  import sys
-  from pathlib import Path
   ws, _, _, _ = pretrained
   repo = Path(__file__).resolve().parents[1]
-  from tests.conftest import FAST_XLA
-  env = {**__import__("os").environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu",
+  env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_XLA}"}
   args = [sys.executable, "-m", "experiments.pretrain",
           "--flagfile=experiments/flags/pair_finetune.flags",
