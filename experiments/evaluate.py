@@ -12,7 +12,8 @@ from absl import app, flags
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
+                                 required=True)
 _SPLIT = flags.DEFINE_string("split", "train", "Split with a <split>_orders.csv.")
 _VAL_ONLY = flags.DEFINE_bool("val_only", False,
                               "Only the run's own validation fold of this split.")

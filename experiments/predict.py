@@ -12,7 +12,8 @@ from absl import app, flags, logging
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
+                                 required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split folder to predict.")
 _OUTPUT = flags.DEFINE_string("output", None, "submission.csv path (default: "
                               "WORKDIR/predictions/<split>.csv).")

@@ -9,11 +9,14 @@ import ml_collections
 
 def data(**overrides) -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
-  d.data_dir = ""  # required: a competition-format folder
+  d.data_dir = ""  # required: a competition-format folder, or several: "A,B"
   d.split = "train"
   d.cache_dir = ""  # parsed-notebook cache; entry points default it into the workspace
   d.n_folds = 5  # validation = one ancestor-grouped fold; 1 = no validation
   d.fold = 0
+  # A chosen validation set instead of the fold (comma-separated; ancestor-grouped):
+  d.val_ancestors = ""  # ancestor ids ("89f593f7", or "nbcorpus2/89f593f7" for one folder)
+  d.val_sources = ""  # repositories named in the folders' sources.csv ("adgirish/kaggleScape")
   d.seed = 0
   d.max_notebooks = 0  # 0 = all
   d.buckets = (16, 32, 64, 128, 256, 512, 1024, 2048)

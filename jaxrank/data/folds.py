@@ -71,3 +71,35 @@ def split_train_val(notebooks: Sequence[Notebook], *, fold: int = 0, n_folds: in
   train = [nb for nb, f in zip(notebooks, folds) if f != fold]
   val = [nb for nb, f in zip(notebooks, folds) if f == fold]
   return train, val
+
+
+def split_chosen(notebooks: Sequence[Notebook], *, ancestors: Sequence[str] = (),
+                 notebook_ids: Sequence[str] = ()) -> tuple[list[Notebook], list[Notebook]]:
+  """(train, val) with a chosen validation set, still ancestor-grouped.
+
+  val holds every notebook whose ancestor group contains one of `notebook_ids`
+  (e.g. the notebooks of some repositories) or whose ancestor id is one of
+  `ancestors`. An ancestor of several folders (`load_split` on "A,B") may be
+  named in full ("nbcorpus2/89f593f7") or by its id in its folder ("89f593f7",
+  which matches it in every folder).
+
+  Raises:
+    ValueError: a chosen ancestor matches no notebook, or val or train is empty.
+  """
+  keys = [_group_key(nb) for nb in notebooks]
+  wanted = set(ancestors)
+  chosen = set()
+  for a in wanted:
+    hit = {k for k in keys if k == a or k.endswith("/" + a)}
+    if not hit:
+      raise ValueError(f"validation ancestor {a!r} matches no notebook's ancestor_id")
+    chosen |= hit
+  ids = set(notebook_ids)
+  chosen |= {k for nb, k in zip(notebooks, keys) if nb.id in ids}
+  val = [nb for nb, k in zip(notebooks, keys) if k in chosen]
+  train = [nb for nb, k in zip(notebooks, keys) if k not in chosen]
+  if not val:
+    raise ValueError("the chosen validation set holds no notebook")
+  if not train:
+    raise ValueError("the chosen validation set holds every notebook: nothing left to train on")
+  return train, val

@@ -29,6 +29,7 @@ Choices made here (documented because they are judgment calls):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -309,14 +310,48 @@ def _read_optional(path: Path) -> bytes | None:
     raise DataError(f"cannot read file: {e.strerror or e}", path=path) from None
 
 
-def load_split(data_dir: str | os.PathLike, split: str = "train", *,
-               cache_dir: str | os.PathLike | None = None, on_error: str = "raise",
+def data_dirs(data_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+  """The folders named by a `data_dir` value: one path, "A,B,C", or a list/tuple.
+
+  A path that exists as a folder is one folder even if its name holds a comma.
+  """
+  if isinstance(data_dir, (list, tuple)):
+    parts = [str(d) for d in data_dir]
+  else:
+    text = os.fspath(data_dir)
+    parts = [text] if "," not in text or Path(text).is_dir() else text.split(",")
+  parts = [p.strip() for p in parts]
+  if not parts or any(not p for p in parts):
+    raise ValueError(f"data_dir {data_dir!r}: empty folder name in the list")
+  dirs = [Path(p) for p in parts]
+  seen: set[Path] = set()
+  for d in dirs:
+    if d.resolve() in seen:
+      raise ValueError(f"data_dir {data_dir!r}: folder {d} is listed twice")
+    seen.add(d.resolve())
+  return dirs
+
+
+def folder_labels(dirs: Sequence[Path]) -> list[str]:
+  """Names that tell the folders apart: their base names, index-prefixed on a clash."""
+  names = [d.resolve().name or str(i) for i, d in enumerate(dirs)]
+  if len(set(names)) == len(names):
+    return names
+  return [f"{i}-{n}" for i, n in enumerate(names)]
+
+
+def load_split(data_dir: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train",
+               *, cache_dir: str | os.PathLike | None = None, on_error: str = "raise",
                max_notebooks: int | None = None) -> list[Notebook]:
-  """Loads and validates one split of a competition-format folder.
+  """Loads and validates one split of a competition-format folder (or of several).
 
   Args:
     data_dir: the folder D holding D/{split}/*.json and optional
-      D/{split}_orders.csv and D/{split}_ancestors.csv.
+      D/{split}_orders.csv and D/{split}_ancestors.csv. Several folders ("A,B" or
+      a list) are read as one set: each is loaded (and cached) on its own, every
+      ancestor id is namespaced by its folder ("nbcorpus2/89f593f7", see
+      `folder_labels`) so groups never merge across folders, and a notebook id
+      found in two folders is a DataError naming both.
     split: "train", "test", or any other folder name.
     cache_dir: if given, the validated split is cached there (an Arrow IPC file) under a
       fingerprint of the files (names, sizes, mtimes of the JSON files and the
@@ -335,6 +370,11 @@ def load_split(data_dir: str | os.PathLike, split: str = "train", *,
     DataError: on bad data (see above).
     ValueError: on bad arguments.
   """
+  dirs = data_dirs(data_dir)
+  if len(dirs) > 1:
+    return _load_folders(dirs, split, cache_dir=cache_dir, on_error=on_error,
+                         max_notebooks=max_notebooks)
+  data_dir = dirs[0]
   if on_error not in ("raise", "skip"):
     raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
   if not _SPLIT_RE.match(split):
@@ -427,3 +467,52 @@ def _warn_skipped(skipped: list[tuple[str, str]], data_dir: Path, split: str) ->
   if skipped:
     lines = "\n".join(f"  {nb_id}: {reason}" for nb_id, reason in skipped)
     log.warning("Skipped %d bad notebooks of %s/%s:\n%s", len(skipped), data_dir, split, lines)
+
+
+def _load_folders(dirs: Sequence[Path], split: str, *, cache_dir, on_error: str,
+                  max_notebooks: int | None) -> list[Notebook]:
+  """`load_split` of several folders: merged, ancestors namespaced, sorted by id."""
+  if max_notebooks is not None and max_notebooks < 0:
+    raise ValueError(f"max_notebooks must be >= 0, got {max_notebooks}")
+  folder_of: dict[str, Path] = {}
+  merged: list[Notebook] = []
+  for label, d in zip(folder_labels(dirs), dirs):
+    for nb in load_split(d, split, cache_dir=cache_dir, on_error=on_error):
+      if nb.id in folder_of:
+        raise DataError(f"notebook id is in two folders: {folder_of[nb.id] / split} and "
+                        f"{d / split}; ids must be unique across data_dir folders",
+                        notebook_id=nb.id)
+      folder_of[nb.id] = d
+      if nb.ancestor_id is not None:
+        nb = dataclasses.replace(nb, ancestor_id=f"{label}/{nb.ancestor_id}")
+      merged.append(nb)
+  merged.sort(key=lambda nb: nb.id)
+  return merged[:max_notebooks] if max_notebooks is not None else merged
+
+
+def read_sources(data_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, str]:
+  """notebook id -> source repository, from each folder's optional `sources.csv`.
+
+  The file (nbcorpus, nbcorpus2, the sample) has a header with at least the
+  columns `id` and `repo`; folders without it contribute nothing.
+  """
+  out: dict[str, str] = {}
+  for d in data_dirs(data_dir):
+    path = d / "sources.csv"
+    data = _read_optional(path)
+    if data is None:
+      continue
+    try:
+      text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+      raise DataError(f"not valid UTF-8 (offset {e.start})", path=path) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not {"id", "repo"} <= set(reader.fieldnames or ()):
+      raise DataError(f"header {reader.fieldnames} lacks the columns 'id' and 'repo'", path=path)
+    try:
+      for row in reader:
+        if row["id"]:
+          out[row["id"].strip()] = (row["repo"] or "").strip()
+    except csv.Error as e:
+      raise DataError(f"line {reader.line_num}: malformed CSV: {e}", path=path) from None
+  return out
