@@ -3,7 +3,9 @@ r"""Writes a Kaggle submission (id,cell_order) for every notebook of a split.
   python -m experiments.predict --workdir=workspace/runs/bow \
       --data_dir=jaxrank/data/sample --split=test --output=submission.csv
 
-No orders are needed. The file is written atomically; every notebook and every
+Several runs (--workdir=A,B,C, or an ensemble run folder with ensemble.json)
+predict as one ensemble (jaxrank/ensemble.py). No orders are needed. The file
+is written atomically; every notebook and every
 cell is checked to be present exactly once before it is written.
 """
 
@@ -11,7 +13,8 @@ from absl import app, flags, logging
 
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder, ensemble run folder, or several "
+                               "runs A,B,C predicting as one (jaxrank.ensemble).", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
                                  required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split folder to predict.")
@@ -22,10 +25,12 @@ _OUTPUT = flags.DEFINE_string("output", None, "submission.csv path (default: "
 def main(argv):
   del argv
   common.setup_jax()
-  from jaxrank import submission, train
+  from jaxrank import ensemble, submission
   from jaxrank.data import notebooks
 
-  predictor, _ = train.load_predictor(_WORKDIR.value)
+  if "," in _WORKDIR.value and not _OUTPUT.value:
+    raise app.UsageError("several --workdir runs: name the submission file with --output")
+  predictor, _ = ensemble.load_predictor(_WORKDIR.value)
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
   preds = predictor.predict(nbs)
   submission.validate_submission(preds, nbs)

@@ -240,3 +240,13 @@ def keys_from_scores(code_scores_N: Sequence[float] | np.ndarray,
     raise ValueError("scores contain NaN")
   gaps = np.searchsorted(np.sort(code), md, side="left")
   return keys_from_gaps(gaps, code.size, md)
+
+
+def keys_from_belief(probs_MxG: np.ndarray | None, keys_M: np.ndarray,
+                     crowding: float = 0.0) -> np.ndarray:
+  """A model's markdown belief -> keys: the gap distributions decoded by
+  `keys_from_gap_probs` (ties by `keys_M`), or the keys as they are when there
+  are no distributions (pointwise models)."""
+  if probs_MxG is None:
+    return np.asarray(keys_M, np.float64)
+  return keys_from_gap_probs(probs_MxG, tiebreak=keys_M, crowding=crowding)

@@ -198,10 +198,9 @@ class Predictor:
       self._cfg_fwd[cfg] = jax.jit(fn, out_shardings=NamedSharding(self.mesh, P()))
     return self._cfg_fwd[cfg]
 
-  def predict_items(self, notebooks, items, cfg_override=None) -> dict[str, list[str]]:
-    cfg = cfg_override or self.family.cfg
-    fwd = self._fwd_for(cfg)
-    preds: dict[str, list[str]] = {}
+  def outputs(self, items, cfg_override=None):
+    """Yields (index into items, host outputs of its batch, its row in them)."""
+    fwd = self._fwd_for(cfg_override or self.family.cfg)
     for b in batching.eval_batches(items, buckets=self.data_cfg.buckets,
                                    cells_per_batch=self.data_cfg.cells_per_batch,
                                    row_multiple=jax.device_count()):
@@ -209,11 +208,16 @@ class Predictor:
       # Same key for every batch: predictions depend only on the seed.
       out = jax.device_get(fwd(self.params, shard_batch(arrays, self.mesh), self.rng))
       for row, j in enumerate(b.nb_index):
-        if j < 0:
-          continue
-        nb = notebooks[j]
-        keys = self.family.module.markdown_keys(out, row, nb.n_code, nb.n_markdown, cfg)
-        preds[nb.id] = decode.order_from_keys(nb, keys)
+        if j >= 0:
+          yield j, out, row
+
+  def predict_items(self, notebooks, items, cfg_override=None) -> dict[str, list[str]]:
+    cfg = cfg_override or self.family.cfg
+    preds: dict[str, list[str]] = {}
+    for j, out, row in self.outputs(items, cfg):
+      nb = notebooks[j]
+      keys = self.family.module.markdown_keys(out, row, nb.n_code, nb.n_markdown, cfg)
+      preds[nb.id] = decode.order_from_keys(nb, keys)
     return preds
 
 

@@ -211,13 +211,21 @@ def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
                 "gap_acc": gap_acc, "n_markdown": md.sum()}
 
 
-def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
-                  config: BowMlpConfig) -> np.ndarray:
-  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding."""
+def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                    config: BowMlpConfig) -> tuple[np.ndarray | None, np.ndarray]:
+  """(gap probabilities [n_md, n_code + 1] or None when decoding pointwise, keys [n_md])
+  of one notebook's markdown cells (rows n_code..n_code+n_md); `jaxrank.ensemble` averages them."""
   key = np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
   if config.decode == "pointwise" or n_md == 0:
-    return key
+    return None, key
   logits = np.asarray(outputs["gap_logits"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
-  return decode.keys_from_gap_probs(probs, tiebreak=key, crowding=config.crowding)
+  return probs, key
+
+
+def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                  config: BowMlpConfig) -> np.ndarray:
+  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding."""
+  probs, key = markdown_belief(outputs, row, n_code, n_md, config)
+  return decode.keys_from_belief(probs, key, config.crowding)

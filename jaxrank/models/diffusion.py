@@ -553,6 +553,17 @@ def predict(model: nn.Module, params, batch: Mapping[str, Array], rng,
   return {"key": x_to_key(combine(xs, cfg.combine)), "key_std": 0.5 * xs.std(0)}
 
 
+def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                    config: DiffusionConfig) -> tuple[np.ndarray | None, np.ndarray]:
+  """(sample-averaged gap probabilities or None for the scalar head, mean positions)."""
+  key = np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+  if config.head != "gap" or "gap_probs" not in outputs or n_md == 0:
+    return None, key
+  probs = np.asarray(outputs["gap_probs"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
+  probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
+  return probs, key
+
+
 def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                   config: DiffusionConfig) -> np.ndarray:
   """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding.
@@ -561,9 +572,5 @@ def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md
   misplaced pairs (`decode.keys_from_gap_probs`), ties broken by the mean
   position; scalar head: the combined final positions.
   """
-  key = np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
-  if config.head != "gap" or "gap_probs" not in outputs or n_md == 0:
-    return key
-  probs = np.asarray(outputs["gap_probs"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
-  probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
-  return decode.keys_from_gap_probs(probs, tiebreak=key, crowding=config.crowding)
+  probs, key = markdown_belief(outputs, row, n_code, n_md, config)
+  return decode.keys_from_belief(probs, key, config.crowding)

@@ -370,8 +370,15 @@ def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array], config
   return key_loss, {"loss": key_loss, "key_l1": key_loss, "n_markdown": md.sum()}
 
 
+def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
+                    config) -> tuple[np.ndarray | None, np.ndarray]:
+  if isinstance(config, CellsConfig):
+    return bow_mlp.markdown_belief(outputs, row, n_code, n_md, _bow_view(config))
+  return None, np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+
+
 def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                   config) -> np.ndarray:
   if isinstance(config, CellsConfig):
     return bow_mlp.markdown_keys(outputs, row, n_code, n_md, _bow_view(config))
-  return np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+  return markdown_belief(outputs, row, n_code, n_md, config)[1]
