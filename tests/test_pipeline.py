@@ -1,0 +1,108 @@
+"""launch/pipeline.sh: the recipe's stages run in order, a killed pipeline resumes
+and skips finished stages, and on the real slurmctld the stages are SLURM jobs
+chained with --dependency=afterok."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.configs import pretrain as pretrain_config
+from jaxrank import ensemble, store, pretrain
+from jaxrank.data import notebooks as nb_io
+from jaxrank.data.notebooks import sample_data_dir
+from tests.conftest import FAST_XLA
+from tests.test_entrypoints import _run
+from tests.test_multi_data import split_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = ROOT / "launch" / "pipeline.sh"
+STAGES = ["import", "pairs", "encode", "member0", "member1", "ensemble"]
+
+
+def _env(ws: Path, **extra) -> dict[str, str]:
+  return dict(os.environ, JAXRANK_HOME=str(ws), JAXRANK_PYTHON=sys.executable,
+              PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}",
+              BASE_MODEL="rb-tiny", BASE_SRC="/nonexistent", **extra)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+  """A workspace whose store holds a tiny RoBERTa "rb-tiny" (the test's base encoder)."""
+  root = tmp_path_factory.mktemp("pipe")
+  ws = store.Workspace(root / "ws").ensure()
+  c = pretrain_config.get_config()
+  c.tokenizer.name, c.tokenizer.vocab_size = "bpe-tiny", 300
+  c.model.save_as, c.model.hidden, c.model.layers, c.model.heads = "rb-tiny", 32, 1, 2
+  c.model.intermediate, c.model.max_len = 64, 32
+  c.train.steps, c.train.batch_size = 1, 4
+  pretrain.pretrain(c, ws, nb_io.load_split(sample_data_dir(), "train")[:10], root / "pre")
+  return root, ws.root
+
+
+def _marks(ws: Path, name: str) -> dict[str, float]:
+  return {s: (ws / "pipelines" / name / s / "done.json").stat().st_mtime_ns
+          for s in STAGES if (ws / "pipelines" / name / s / "done.json").exists()}
+
+
+def test_local_pipeline_killed_resumes_skips_done_stages_and_leaves_an_ensemble(workspace):
+  root, ws = workspace
+  dirs = ",".join(str(d) for d in split_sample(root / "data"))
+  cmd = ["bash", str(PIPELINE), "--local", "--quick", f"--data_dir={dirs}", "--name=best",
+         "--members=2"]
+  log = open(root / "first.log", "w")
+  p = subprocess.Popen(cmd, cwd=root, env=_env(ws), stdout=log, stderr=subprocess.STDOUT,
+                       start_new_session=True)
+  deadline = time.time() + 400
+  while "encode" not in _marks(ws, "best") and p.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  os.killpg(p.pid, signal.SIGKILL)  # the whole job at once, as a node failure would
+  p.wait()
+  first = _marks(ws, "best")
+  assert list(first) == ["import", "pairs", "encode"], (root / "first.log").read_text()[-3000:]
+  assert "already present: model rb-tiny" in (root / "first.log").read_text()
+  store.read_manifest(store.Workspace(ws), "best-pairs")  # the fine-tuned encoder is stored
+
+  out = subprocess.run(cmd, cwd=root, env=_env(ws), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+  for s in ("import", "pairs", "encode"):
+    assert f"stage {s}: done before, skipped" in out.stdout
+  second = _marks(ws, "best")
+  assert list(second) == STAGES and all(second[s] == first[s] for s in first)
+  runs = ensemble.member_dirs(ws / "runs" / "best")
+  assert runs == [ws / "runs" / "best-m0", ws / "runs" / "best-m1"]
+  for r in runs:
+    assert json.loads((r / "run.json").read_text())["status"] == "done"
+    cfg = json.loads((r / "config.json").read_text())
+    assert cfg["data"]["data_dir"] == dirs and cfg["features"]["encoder"] == "best-pairs"
+  # The ensemble run scores like a run.
+  p = _run("experiments.evaluate", f"--workdir={ws / 'runs' / 'best'}", f"--data_dir={dirs}",
+           "--split=train", env_extra={"JAXRANK_HOME": str(ws)})
+  tau = json.loads((ws / "runs" / "best" / "eval" / "train.json").read_text())["metrics"]
+  assert -1 <= tau["kendall_tau"] <= 1
+  # A third run has nothing left to do.
+  out = subprocess.run(cmd, cwd=root, env=_env(ws), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0 and out.stdout.count("done before, skipped") == len(STAGES)
+
+
+def test_pipeline_rejects_bad_arguments(tmp_path):
+  def fails(*args):
+    return subprocess.run(["bash", str(PIPELINE), *args], cwd=tmp_path, capture_output=True,
+                          text=True, env=_env(tmp_path / "ws"), timeout=30)
+  p = fails("--local", "--name=x")
+  assert p.returncode == 2 and "--data_dir is required" in p.stderr
+  p = fails("--local", "--name=x", f"--data_dir={tmp_path / 'nope'}")
+  assert p.returncode == 2 and "not found" in p.stderr
+  bad = tmp_path / "bad.sh"
+  bad.write_text("stage a -- tests.x\nstage b --after=zz -- tests.x\n")
+  p = fails("--local", "--name=x", f"--data_dir={tmp_path}", f"--recipe={bad}")
+  assert p.returncode == 2 and "stage b: --after=zz names no stage" in p.stderr
