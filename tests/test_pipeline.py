@@ -25,7 +25,7 @@ from tests.test_multi_data import split_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "launch" / "pipeline.sh"
-STAGES = ["import", "pairs", "encode", "member0", "member1", "ensemble"]
+STAGES = ["import", "pairs", "encode", "member0", "ensemble"]
 
 
 def _env(ws: Path, **extra) -> dict[str, str]:
@@ -58,7 +58,7 @@ def test_local_pipeline_killed_resumes_skips_done_stages_and_leaves_an_ensemble(
   root, ws = workspace
   dirs = ",".join(str(d) for d in split_sample(root / "data"))
   cmd = ["bash", str(PIPELINE), "--local", "--quick", f"--data_dir={dirs}", "--name=best",
-         "--members=2"]
+         "--members=1"]
   log = open(root / "first.log", "w")
   p = subprocess.Popen(cmd, cwd=root, env=_env(ws), stdout=log, stderr=subprocess.STDOUT,
                        start_new_session=True)
@@ -79,7 +79,7 @@ def test_local_pipeline_killed_resumes_skips_done_stages_and_leaves_an_ensemble(
   second = _marks(ws, "best")
   assert list(second) == STAGES and all(second[s] == first[s] for s in first)
   runs = ensemble.member_dirs(ws / "runs" / "best")
-  assert runs == [ws / "runs" / "best-m0", ws / "runs" / "best-m1"]
+  assert runs == [ws / "runs" / "best-m0"]
   for r in runs:
     assert json.loads((r / "run.json").read_text())["status"] == "done"
     cfg = json.loads((r / "config.json").read_text())
@@ -106,3 +106,57 @@ def test_pipeline_rejects_bad_arguments(tmp_path):
   bad.write_text("stage a -- tests.x\nstage b --after=zz -- tests.x\n")
   p = fails("--local", "--name=x", f"--data_dir={tmp_path}", f"--recipe={bad}")
   assert p.returncode == 2 and "stage b: --after=zz names no stage" in p.stderr
+
+
+# --- SLURM: the real local slurmctld (tests/slurm_cluster.py) ----------------------------
+
+from tests.test_slurm import cluster  # noqa: E402,F401  (the module's own real cluster)
+
+_SLURM_RECIPE = """\
+# a -> b, a -> c, (b, c) -> d; c fails while $WORKSPACE/FAIL exists.
+dummy() { echo tests.slurm_cluster --workdir="$WORKSPACE/out/$1" --step_time=0.5; }
+stage a -- $(dummy a) --steps=4
+stage b -- $(dummy b) --steps=1
+stage c --after=a -- $(dummy c) --steps=1 --mode=$([[ -e "$WORKSPACE/FAIL" ]] && echo fail || echo train)
+stage d --after=b,c -- $(dummy d) --steps=1
+"""
+
+
+def _pipeline_jobs(cluster, ws: Path, recipe: Path, data: Path) -> tuple[dict[str, str], str]:
+  out = cluster.run(["bash", str(PIPELINE), f"--data_dir={data}", "--name=chain",
+                     f"--recipe={recipe}", "--time=5"], cwd=ws.parent,
+                    env={"JAXRANK_HOME": str(ws), "JAXRANK_PYTHON": sys.executable}).stdout
+  return dict(re.findall(r"stage (\w+): job (\d+)", out)), out
+
+
+def test_slurm_pipeline_chains_its_stages_with_afterok(cluster, tmp_path):
+  ws = tmp_path / "ws"
+  ws.mkdir()
+  (ws / "FAIL").touch()
+  recipe = tmp_path / "chain.sh"
+  recipe.write_text(_SLURM_RECIPE)
+  jobs, out = _pipeline_jobs(cluster, ws, recipe, sample_data_dir())
+  assert list(jobs) == ["a", "b", "c", "d"], out
+  deps = {s: cluster.job_info(j).get("Dependency", "") for s, j in jobs.items()}
+  assert deps["b"].startswith(f"afterok:{jobs['a']}"), deps
+  assert deps["c"].startswith(f"afterok:{jobs['a']}"), deps
+  assert re.match(rf"afterok:{jobs['b']}(\(\w+\))?,afterok:{jobs['c']}", deps["d"]), deps
+  final = {s: cluster.wait_job(j, timeout=180) for s, j in jobs.items()}
+  assert [final[s]["JobState"] for s in "abcd"] == ["COMPLETED", "COMPLETED", "FAILED",
+                                                     "CANCELLED"], cluster.logs()
+  assert final["b"]["StartTime"] >= final["a"]["EndTime"]  # ISO times sort as strings
+  assert final["c"]["StartTime"] >= final["a"]["EndTime"]
+  marks = ws / "pipelines" / "chain"
+  assert [s for s in "abcd" if (marks / s / "done.json").exists()] == ["a", "b"]
+  assert not (ws / "out" / "d").exists()  # never ran
+
+  # Fixed and rerun: done stages are skipped, the rest is submitted and chained.
+  (ws / "FAIL").unlink()
+  jobs2, out = _pipeline_jobs(cluster, ws, recipe, sample_data_dir())
+  assert list(jobs2) == ["c", "d"] and "stage a: done before, skipped" in out, out
+  assert cluster.job_info(jobs2["d"])["Dependency"].startswith(f"afterok:{jobs2['c']}")
+  assert cluster.wait_job(jobs2["d"], timeout=180)["JobState"] == "COMPLETED", cluster.logs()
+  assert all((marks / s / "done.json").exists() for s in "abcd")
+  assert (ws / "out" / "a" / "steps.log").read_text().count("\n") == 4  # ran once
+  jobs3, out = _pipeline_jobs(cluster, ws, recipe, sample_data_dir())
+  assert not jobs3 and out.count("done before, skipped") == 4, out
