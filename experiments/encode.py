@@ -25,7 +25,8 @@ from experiments import common  # defines --workspace
 from jaxrank.data import notebooks
 from jaxrank.text import encoder_features
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder D, or several: D1,D2.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder D, or several: D1,D2.",
+                                required=True)
 _SPLIT = flags.DEFINE_string("split", "train", "Split (folder under D) to encode.")
 _ENCODER = flags.DEFINE_string("encoder", "minilm-l6", "Store model to encode with.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "Tokens per cell (features.max_tokens).")
