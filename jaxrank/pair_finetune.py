@@ -17,7 +17,7 @@ describes the code that follows it. This teaches it:
    (seed, step): a resumed run sees the same batches.
 3. Loss: symmetric InfoNCE over the batch on the cosine of mean-pooled
    vectors (the featurizer's pooling), temperature `train.temperature`.
-4. Training: `pretrain.run_steps` (AdamW, warmup + cosine, clipping, batch
+4. Training: `pretrain.run_steps` on `jaxrank.loop` (AdamW, warmup + cosine, clipping, batch
    sharded over the "data" axis, Orbax checkpoints, auto-resume).
 5. Saving: the encoder with the starting model's tokenizer, as an HF folder
    imported into the store as `model.save_as`; featurizers load it by name.
@@ -36,10 +36,10 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import pretrain, store
+from jaxrank import loop, pretrain, store
+from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.models import roberta
 from jaxrank.text import encoder_features as ef
@@ -63,7 +63,6 @@ def notebook_pairs(nb: Notebook) -> list[tuple[str, str]]:
 def training_notebooks(notebooks: Sequence[Notebook], data_cfg) -> list[Notebook]:
   """The notebooks whose orders fine-tuning may read: all but ancestor-grouped fold
   `data_cfg.fold` of `data_cfg.n_folds` (the rankers' split), or all if fold < 0."""
-  from jaxrank.data import folds  # pylint: disable=g-import-not-at-top
   if data_cfg.fold < 0:
     return list(notebooks)
   train, _ = folds.split_train_val(notebooks, fold=data_cfg.fold, n_folds=data_cfg.n_folds,
@@ -122,11 +121,10 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   """Fine-tunes store model `config.model.init_from`; stores it as `config.model.save_as`.
 
   Resumes from `workdir`; stopped early by `should_stop` it stores nothing."""
-  from jaxrank import train  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
-  mesh = train.make_mesh()
+  mesh = loop.make_mesh()
   repl = NamedSharding(mesh, P())
   cfg, params, tok = store.load_encoder(ws, config.model.init_from, check_hashes=False,
                                         sharding=repl)
@@ -153,22 +151,18 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
            time.time() - t0)
 
   model = roberta.Encoder(cfg)
-  tx, schedule = train.make_optimizer(config.optim, total)
-
-  def create(p):
-    return train_state.TrainState.create(apply_fn=model.apply, params=p, tx=tx)
-
-  state_sh = jax.tree.map(lambda _: repl, jax.eval_shape(create, params))
-  state = jax.jit(create, out_shardings=state_sh)(params)
+  tx, schedule = loop.make_optimizer(config.optim, total)
+  state, state_sh = loop.state_from_params(params, model.apply, tx, mesh)
   temperature = float(config.train.temperature)
 
   def loss(apply_fn, p, batch, rng):
     ids = batch["ids"]
     mask = (ids != cfg.pad_token_id).astype(jnp.int32)
     h = apply_fn({"params": p}, ids, mask, deterministic=False, rngs={"dropout": rng})
-    return pair_loss(roberta.mean_pool(h, mask), temperature)
+    l, acc = pair_loss(roberta.mean_pool(h, mask), temperature)
+    return l, {"loss": l, "pair_acc": acc}
 
-  step_fn = pretrain.jit_step(loss, "pair_acc", schedule, state_sh, mesh)
+  step_fn = loop.jit_step(loss, schedule, state_sh, mesh)
   rng = jax.random.key(config.train.seed, impl="unsafe_rbg")
   state, history, step = pretrain.run_steps(
       "pair_finetune", state, step_fn, batches.batch, rng, mesh=mesh, total=total,

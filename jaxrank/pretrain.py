@@ -11,8 +11,8 @@
    the tokenizer) + the usual MLM head (dense, gelu, LayerNorm, decoder tied to
    the word embeddings). Dynamic masking, BERT's 80/10/10 rule, as a pure
    function of (seed, step), so a resumed run sees the same masks.
-4. Training: AdamW with warmup + cosine and clipping (`jaxrank.train.make_optimizer`),
-   batches sharded over the "data" mesh axis, params replicated; Orbax
+4. Training: `jaxrank.loop` (AdamW with warmup + cosine and clipping,
+   batches sharded over the "data" mesh axis, params replicated); Orbax
    checkpoints in the workdir, auto-resume.
 5. Saving: the encoder is written as a Hugging Face RoBERTa folder (config.json,
    model.safetensors in PyTorch layout, tokenizer files) and imported with
@@ -35,10 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.training import train_state
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint, io_utils, store
+from jaxrank import checkpoint, io_utils, loop, store
 from jaxrank.models import roberta
 from jaxrank.text import subword
 
@@ -244,75 +242,36 @@ class LengthBatches:
 # ----------------------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------------------
-def jit_step(loss_fn, acc_name: str, schedule, state_sh, mesh):
-  """The jitted training step of an encoder objective.
-
-  `loss_fn(apply_fn, params, batch, rng) -> (loss, accuracy)`; the step folds
-  the step number into `rng` (dropout), applies the gradients and returns
-  (state, {"loss", acc_name, "lr"}). The state is replicated and donated; the
-  batch is sharded over the mesh's "data" axis.
-  """
-  repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-
-  def step_fn(state, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    (l, acc), grads = jax.value_and_grad(
-        lambda p: loss_fn(state.apply_fn, p, batch, rng), has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
-    return state, {"loss": l, acc_name: acc, "lr": schedule(state.step - 1)}
-
-  return jax.jit(step_fn, in_shardings=(state_sh, data_sh, repl),
-                 out_shardings=(state_sh, repl), donate_argnums=0)
-
-
 def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
               workdir: Path, batch_size: int, log_every: int, checkpoint_every: int,
               should_stop=None):
-  """The encoder-training loop shared by MLM pretraining and pair fine-tuning.
+  """`loop.run` for the encoder objectives (MLM pretraining, pair fine-tuning).
 
-  Resumes from the newest Orbax checkpoint in `workdir`; then for each step
-  `make_batch(step)` (a pure function of the step, so a resumed run sees the
-  same data) is sharded over the mesh's "data" axis and fed to the jitted
-  `step_fn(state, batch, rng) -> (state, aux)`. Every `log_every` steps the
-  mean of `aux` is logged and appended to `workdir/<name>_metrics.jsonl`
-  (a non-finite loss stops the run); checkpoints every `checkpoint_every`
-  steps and at the end. `should_stop` (e.g. SLURM's SIGUSR1 flag) is polled
-  after every step, agreed across processes; when it turns true the step is
-  checkpointed and the loop returns early. Returns (state, history, steps done).
+  Resumes from the newest Orbax checkpoint in `workdir`; every `log_every`
+  steps the mean metrics are logged and appended to
+  `workdir/<name>_metrics.jsonl`; checkpoints every `checkpoint_every` steps,
+  at the end and on a stop request (`should_stop`, see `loop.run`), after which
+  it returns early. Returns (state, history, steps done).
   """
-  from jaxrank import train  # pylint: disable=g-import-not-at-top
   ckpt = checkpoint.Checkpointer(workdir, keep=2)
-  restored = train.restore_into(state, ckpt)
+  restored = loop.restore_into(state, ckpt)
   if restored is not None:
     state, _ = restored
     log.info("resumed %s at step %d", name, int(state.step))
-  history, pending = [], []
-  step = int(state.step)
-  t_last = time.time()
-  while step < total:
-    state, aux = step_fn(state, train.shard_batch(make_batch(step), mesh), rng)
-    step += 1
-    pending.append(aux)
-    if step % log_every == 0 or step == total:
-      host = jax.device_get(pending)
-      pending = []
-      mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-      if not math.isfinite(mean["loss"]):
-        raise FloatingPointError(f"{name}: non-finite loss at step {step}: {mean}")
-      mean.update(step=step, seqs_per_s=len(host) * batch_size / max(time.time() - t_last, 1e-9))
-      t_last = time.time()
-      history.append(mean)
-      log.info("%s step %d/%d  %s", name, step, total,
-               "  ".join(f"{k} {v:.4g}" for k, v in mean.items() if k != "step"))
-      if jax.process_index() == 0:
-        with open(workdir / f"{name}_metrics.jsonl", "a") as f:
-          f.write(json.dumps(mean) + "\n")
-    stop = should_stop is not None and step < total and train.agree(should_stop())
-    if step % checkpoint_every == 0 or step == total or stop:
-      ckpt.save(step, train.state_dict(state), {"step": step})
-    if stop:
-      log.warning("%s: stop requested, checkpointed step %d", name, step)
-      break
+  history = []
+
+  def on_log(step, mean, steps_per_s):
+    mean.update(step=step, seqs_per_s=steps_per_s * batch_size)
+    history.append(mean)
+    log.info("%s step %d/%d  %s", name, step, total,
+             "  ".join(f"{k} {v:.4g}" for k, v in mean.items() if k != "step"))
+    if jax.process_index() == 0:
+      with open(workdir / f"{name}_metrics.jsonl", "a") as f:
+        f.write(json.dumps(mean) + "\n")
+
+  state, step, _ = loop.run(state, step_fn, make_batch, rng, mesh=mesh, total=total, ckpt=ckpt,
+                            log_every=log_every, checkpoint_every=checkpoint_every,
+                            on_log=on_log, should_stop=should_stop)
   ckpt.wait()
   ckpt.close()
   return state, history, step
@@ -324,7 +283,6 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
 
   Stopped early by `should_stop` (see `run_steps`), it stores nothing and
   returns `steps < total`; running again resumes."""
-  from jaxrank import train  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
@@ -343,24 +301,19 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
            len(texts), len(seqs), len(tok), total, batches.per_epoch, time.time() - t0)
 
   model = MaskedLM(cfg)
-  tx, schedule = train.make_optimizer(config.optim, total)
-  mesh = train.make_mesh()
-  repl = NamedSharding(mesh, P())
-
-  def init(rng):
-    params = model.init({"params": rng}, jnp.zeros((1, 8), jnp.int32))["params"]
-    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-
-  abstract = jax.eval_shape(init, jax.random.key(config.train.seed))
-  state_sh = jax.tree.map(lambda _: repl, abstract)
-  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(config.train.seed))
+  tx, schedule = loop.make_optimizer(config.optim, total)
+  mesh = loop.make_mesh()
+  state, state_sh = loop.init_state(
+      lambda rng: model.init({"params": rng}, jnp.zeros((1, 8), jnp.int32))["params"],
+      model.apply, tx, config.train.seed, mesh)
 
   def loss(apply_fn, p, batch, rng):
     logits = apply_fn({"params": p}, batch["inputs"], deterministic=False,
                       rngs={"dropout": rng})
-    return mlm_loss(logits, batch["labels"])
+    l, acc = mlm_loss(logits, batch["labels"])
+    return l, {"loss": l, "mlm_acc": acc}
 
-  step_fn = jit_step(loss, "mlm_acc", schedule, state_sh, mesh)
+  step_fn = loop.jit_step(loss, schedule, state_sh, mesh)
   rng = jax.random.key(config.train.seed, impl="unsafe_rbg")
   special = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id,
                          tok.bos_token_id, tok.eos_token_id) if i is not None]

@@ -701,19 +701,28 @@ def load_encoder(ws: Workspace, name: str, *, check_hashes: bool = True,
   files; its `model_max_length` is capped at what the position table allows.
   `check_hashes` re-hashes every file first (about a second per 300 MB).
   """
-  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
   manifest = verify(ws, name, MODEL) if check_hashes else read_manifest(ws, name, MODEL)
   d = ws.entry_dir(name, MODEL)
-  ours = json.loads((d / "config.json").read_text())
-  if ours.get("format_version") != FORMAT_VERSION:
-    raise StoreError(f"{d}/config.json: format_version {ours.get('format_version')} is not "
-                     f"{FORMAT_VERSION}; re-import the model with this jaxrank")
-  cfg = roberta.EncoderConfig.from_dict(ours["encoder"])
+  cfg = encoder_config(ws, name)
   params = _restore_params(d / "params", cfg, sharding)
   tok = _load_tokenizer_dir(d / "tokenizer", f"{d}/tokenizer")
   tok.model_max_length = min(tok.model_max_length, cfg.max_length)
   log.info("loaded model %r (%s parameters)", name, manifest.get("parameter_count"))
   return cfg, params, tok
+
+
+def encoder_config(ws: Workspace, name: str) -> roberta.EncoderConfig:
+  """The EncoderConfig of stored model `name` (reads only its config.json)."""
+  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
+  path = ws.entry_dir(name, MODEL) / "config.json"
+  if not path.exists():
+    raise EntryNotFoundError(f"no stored model {name!r}: {path} is missing "
+                             "(import it with `python -m experiments.store import`)")
+  ours = json.loads(path.read_text())
+  if ours.get("format_version") != FORMAT_VERSION:
+    raise StoreError(f"{path}: format_version {ours.get('format_version')} is not "
+                     f"{FORMAT_VERSION}; re-import the model with this jaxrank")
+  return roberta.EncoderConfig.from_dict(ours["encoder"])
 
 
 def _restore_params(path: Path, cfg: roberta.EncoderConfig,

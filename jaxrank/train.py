@@ -18,8 +18,14 @@ and
 and optionally
     predict(model, params, batch, rng, cfg) -> outputs   # jit-able; default: a
                                                          # deterministic forward
-pick one by name in MODELS. Features come from `jaxrank.features` by
-`config.features.kind`.
+    pretrained_params(params, cfg, weights) -> params    # puts a named stored
+                                                         # encoder's weights in
+pick one by name in MODELS. The config dataclass is built as
+`Cfg(**config.model)` (less `name`, the family, and `workspace`, where named
+weights live): an unknown key fails naming it. A `cfg.encoder_name` is resolved
+here, not in the model: its EncoderConfig goes into `cfg.pretrained` and its
+weights into the initial parameters. Features come from `jaxrank.features` by
+`config.features.kind`. The loop machinery is `jaxrank.loop`'s.
 """
 
 from __future__ import annotations
@@ -37,13 +43,12 @@ from typing import Any, Callable, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
-from flax.training import train_state
-from jax.experimental import multihost_utils
+import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint, decode, features, metrics, results
+from jaxrank import checkpoint, decode, features, loop, metrics, results, store
 from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
 
@@ -54,13 +59,39 @@ MODELS = {"bow_mlp": ("jaxrank.models.bow_mlp", "BowMlpConfig"),
 
 
 # --- model family -------------------------------------------------------------
+# Keys of `config.model` the trainer reads itself (never passed to the dataclass).
+TRAINER_KEYS = ("name", "workspace")
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   module: Any
   cfg: Any
+  workspace: str = ""  # where `cfg.encoder_name` lives
 
   def build(self) -> nn.Module:
     return self.module.build(self.cfg)
+
+  def pretrained_weights(self):
+    """The named stored encoder's params, or None (no name / no hook)."""
+    name = getattr(self.cfg, "encoder_name", "")
+    if not name or not hasattr(self.module, "pretrained_params"):
+      return None
+    _, params, _ = store.load_encoder(store.Workspace(self.workspace), name, check_hashes=False)
+    return params
+
+
+def model_config(cls, model: Mapping[str, Any], **fields):
+  """`cls(**model)` less TRAINER_KEYS, with `fields` added; an unknown key fails naming it."""
+  kwargs = {k: v for k, v in model.items() if k not in TRAINER_KEYS}
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(kwargs) - known)
+  if unknown:
+    raise ValueError(f"config.model: unknown key(s) {unknown} for {cls.__name__} "
+                     f"(model.name={model.get('name')!r})")
+  if "dtype" in kwargs:
+    kwargs["dtype"] = jnp.bfloat16 if kwargs["dtype"] == "bfloat16" else jnp.float32
+  return cls(**kwargs, **fields)
 
 
 def family_from_config(config, vocab_size: int) -> Family:
@@ -69,64 +100,23 @@ def family_from_config(config, vocab_size: int) -> Family:
     raise ValueError(f"unknown model.name {name!r}; known: {sorted(MODELS)}")
   mod_name, cls_name = MODELS[name]
   module = importlib.import_module(mod_name)
-  cls = getattr(module, cls_name)
-  fields = {f.name for f in dataclasses.fields(cls)}
-  kwargs = {k: v for k, v in config.model.items() if k in fields}
-  if "dtype" in fields:
-    kwargs["dtype"] = jnp.bfloat16 if config.model.get("dtype", "float32") == "bfloat16" else jnp.float32
-  kwargs["vocab_size"] = vocab_size
-  return Family(module, cls(**kwargs))
+  cfg = model_config(getattr(module, cls_name), config.model, vocab_size=vocab_size)
+  workspace = config.model.get("workspace", "")
+  if getattr(cfg, "encoder_name", ""):
+    if not workspace:
+      raise ValueError(f"model.encoder_name={cfg.encoder_name!r} needs model.workspace "
+                       "(the workspace root)")
+    cfg = dataclasses.replace(cfg, pretrained=store.encoder_config(store.Workspace(workspace),
+                                                                   cfg.encoder_name))
+  return Family(module, cfg, workspace)
 
 
-# --- optimiser ------------------------------------------------------------------
-def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  warmup = max(1, min(optim.warmup_steps, total_steps - 1))
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.lr, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
-      end_value=optim.lr * optim.final_lr_fraction)
-  tx = optax.chain(optax.clip_by_global_norm(optim.clip_norm),
-                   optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
-  if optim.grad_accum > 1:
-    tx = optax.MultiSteps(tx, every_k_schedule=optim.grad_accum)
-  return tx, schedule
-
-
-# --- sharding -------------------------------------------------------------------
-def make_mesh() -> jax.sharding.Mesh:
-  # Auto axes: transformers' Flax models (and with_sharding_constraint-free code)
-  # reject the Explicit axes that jax.make_mesh now defaults to.
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def shard_batch(arrays: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Global numpy batch (same on every process) -> arrays sharded on rows."""
-  sharding = NamedSharding(mesh, P("data"))
-  n_proc, pid = jax.process_count(), jax.process_index()
-  out = {}
-  for k, v in arrays.items():
-    if n_proc == 1:
-      out[k] = jax.device_put(v, sharding)
-    else:
-      rows = v.shape[0] // n_proc
-      out[k] = jax.make_array_from_process_local_data(sharding, v[pid * rows:(pid + 1) * rows],
-                                                      v.shape)
-  return out
-
-
-# --- steps ------------------------------------------------------------------------
-def train_step(state: train_state.TrainState, batch, rng, *, family: Family, schedule):
-  """One optimiser step. Pure: the dropout key is `fold_in(rng, step)`."""
-  rng = jax.random.fold_in(rng, state.step)
-
-  def loss(params):
-    out = state.apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
+def loss_of(family: Family):
+  """The family's loss as `loop.jit_step` wants it: (apply_fn, params, batch, rng) -> (loss, aux)."""
+  def loss(apply_fn, params, batch, rng):
+    out = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
     return family.module.loss_fn(out, batch, family.cfg)
-
-  (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
-  aux = dict(aux, grad_norm=optax.global_norm(grads), lr=schedule(state.step - 1))
-  return state, aux
+  return loss
 
 
 def forward(params, batch, rng, *, apply_fn):
@@ -206,7 +196,7 @@ class Predictor:
                                    row_multiple=jax.device_count()):
       arrays = {k: v for k, v in b.arrays.items() if not k.startswith("target_")}
       # Same key for every batch: predictions depend only on the seed.
-      out = jax.device_get(fwd(self.params, shard_batch(arrays, self.mesh), self.rng))
+      out = jax.device_get(fwd(self.params, loop.shard_batch(arrays, self.mesh), self.rng))
       for row, j in enumerate(b.nb_index):
         if j >= 0:
           yield j, out, row
@@ -226,7 +216,6 @@ def evaluate_predictions(notebooks: Sequence[Notebook], preds) -> tuple[dict, An
   types = {nb.id: dict(zip(nb.cell_ids, nb.cell_types)) for nb in notebooks}
   table = metrics.evaluate_orders(gt, preds, types)
   per_nb = metrics.per_notebook_tau(gt, preds)
-  import pandas as pd
   df = pd.DataFrame({"id": [nb.id for nb in notebooks],
                      "n_cells": [nb.n_cells for nb in notebooks],
                      "n_markdown": [nb.n_markdown for nb in notebooks],
@@ -235,50 +224,28 @@ def evaluate_predictions(notebooks: Sequence[Notebook], preds) -> tuple[dict, An
 
 
 # --- state ------------------------------------------------------------------------------
-def state_dict(state):
-  """What a checkpoint holds of a TrainState (the step is the data position)."""
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
-
-
 def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: int, mesh, *,
                  pretrained: bool = True):
   """Initialises a replicated TrainState; shardings come from eval_shape first.
 
-  With `pretrained`, the family's `pretrained_params` hook (if any) puts e.g. a
-  stored encoder's weights in; a state about to be overwritten by a
-  checkpoint restore skips it (no store read).
+  With `pretrained`, a named stored encoder's weights (`Family.pretrained_weights`)
+  go in through the family's `pretrained_params` hook; a state about to be
+  overwritten by a checkpoint restore skips it (no store read).
   """
   model = family.build()
   example = {k: v[:1] for k, v in example.items() if not k.startswith("target_")}
-
-  def init(rng):
-    params = model.init({"params": rng}, example, deterministic=True)["params"]
-    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-
-  abstract = jax.eval_shape(init, jax.random.key(seed))
-  repl = NamedSharding(mesh, P())
-  shardings = jax.tree.map(lambda _: repl, abstract)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
-  hook = getattr(family.module, "pretrained_params", None) if pretrained else None
-  params = state.params if hook is None else hook(state.params, family.cfg)
-  if params is not state.params:
-    params = jax.device_put(params, shardings.params)
-    state = jax.jit(lambda p: train_state.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
-                    out_shardings=shardings)(params)
+  state, shardings = loop.init_state(
+      lambda rng: model.init({"params": rng}, example, deterministic=True)["params"],
+      model.apply, tx, seed, mesh)
+  weights = family.pretrained_weights() if pretrained else None
+  if weights is not None:
+    params = family.module.pretrained_params(state.params, family.cfg, weights)
+    state, shardings = loop.state_from_params(params, model.apply, tx, mesh)
   return state, shardings
-
-
-def restore_into(state, ckpt: checkpoint.Checkpointer, *, best: bool = False, step=None):
-  restored = ckpt.restore(checkpoint.abstract_of(state_dict(state)), step=step, best=best)
-  if restored is None:
-    return None
-  d, meta = restored
-  return state.replace(step=d["step"], params=d["params"], opt_state=d["opt_state"]), meta
 
 
 def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor, Any]:
   """Rebuilds a run's model from its config.json, featurizer and checkpoint."""
-  import ml_collections
   workdir = Path(workdir)
   cfg_path = workdir / "config.json"
   if not cfg_path.exists():
@@ -286,13 +253,14 @@ def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor
   config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
   kind, featurizer = features.load_any(workdir)
   family = family_from_config(config, featurizer.vocab_size)
-  mesh = make_mesh()
-  tx, _ = make_optimizer(config.optim, 1)
+  mesh = loop.make_mesh()
+  tx, _ = loop.make_optimizer(config.optim, 1)
   example = batching.collate([_dummy_item(kind, featurizer)], config.data.buckets[0])
   state, _ = create_state(family, tx, example, config.train.seed, mesh, pretrained=False)
   ckpt = checkpoint.Checkpointer(workdir)
   try:
-    restored = restore_into(state, ckpt, best=best) or restore_into(state, ckpt, best=False)
+    restored = (loop.restore_into(state, ckpt, best=best)
+                or loop.restore_into(state, ckpt, best=False))
   finally:
     ckpt.close()
   if restored is None:
@@ -353,31 +321,26 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   val_items = features.items_any(kind, featurizer, val_nbs)
   logging.info("features: vocab %d, featurized in %.1fs", featurizer.vocab_size, time.time() - t_start)
 
-  mesh = make_mesh()
+  mesh = loop.make_mesh()
   sched = batching.BatchSchedule(train_items, buckets=config.data.buckets,
                                  cells_per_batch=config.data.cells_per_batch,
                                  row_multiple=jax.device_count(), seed=config.data.seed)
   total = config.train.steps or config.train.epochs * sched.batches_per_epoch
   family = family_from_config(config, featurizer.vocab_size)
-  tx, schedule = make_optimizer(config.optim, total)
+  tx, schedule = loop.make_optimizer(config.optim, total)
   state, state_sh = create_state(family, tx, sched.batch(0).arrays, config.train.seed, mesh)
-  data_sh = NamedSharding(mesh, P("data"))
-  repl = NamedSharding(mesh, P())
-  step_fn = jax.jit(functools.partial(train_step, family=family, schedule=schedule),
-                    in_shardings=(state_sh, data_sh, repl), out_shardings=(state_sh, repl),
-                    donate_argnums=0)
+  step_fn = loop.jit_step(loss_of(family), schedule, state_sh, mesh)
   predictor = Predictor(family, None, featurizer, config.data, mesh, features_kind=kind,
                         seed=config.train.seed)
 
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   best_tau, wall_before = -math.inf, 0.0
-  restored = restore_into(state, ckpt)
+  restored = loop.restore_into(state, ckpt)
   if restored is not None:
     state, meta = restored
     best_tau, wall_before = meta.get("best_tau", best_tau), meta.get("wall_s", 0.0)
     logging.info("resumed from step %d (epoch %d, batch %d)", int(state.step),
                  *sched.position(int(state.step)))
-  step = int(state.step)
   # rbg keys: dropout masks compile ~3x and run ~2x faster on CPU than threefry.
   rng = jax.random.key(config.train.seed, impl=config.train.rng_impl)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -385,65 +348,45 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   logging.info("model %s: %.2fM params; %d steps (%d per epoch) on %d devices", config.model.name,
                n_params / 1e6, total, sched.batches_per_epoch, jax.device_count())
 
-  def save(best=False, **extra):
+  def meta(step, **extra):
     epoch, idx = sched.position(step)
-    meta = {"step": step, "epoch": epoch, "batch_in_epoch": idx, "best_tau": best_tau,
+    return {"step": step, "epoch": epoch, "batch_in_epoch": idx, "best_tau": best_tau,
             "wall_s": wall_before + time.time() - t_start, **extra}
-    ckpt.save(step, state_dict(state), meta, best=best)
 
-  def validate():
-    predictor.params = state.params
+  def validate(params):
+    predictor.params = params
     preds = predictor.predict_items(val_nbs, val_items)
     table, per_nb = evaluate_predictions(val_nbs, preds)
     return table, per_nb, preds
 
-  pending: list[dict] = []
-  t_last, step_last = time.time(), step
-  status = "done"
-  while step < total:
-    batch = sched.batch(step)
-    state, aux = step_fn(state, shard_batch(batch.arrays, mesh), rng)
-    step += 1
-    pending.append(aux)
-    if step % config.train.log_every == 0 or step == total:
-      host = jax.device_get(pending)
-      pending = []
-      mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-      if not all(math.isfinite(v) for v in mean.values()):
-        raise FloatingPointError(
-            f"non-finite training metrics at step {step} (epoch {sched.position(step)[0]}): {mean}. "
-            f"Lower optim.lr or check the data; the last good checkpoint is step {ckpt.latest_step()}.")
-      dt = time.time() - t_last
-      rate = (step - step_last) / max(dt, 1e-9)
-      t_last, step_last = time.time(), step
-      rec.log(step, "train", dict(mean, steps_per_s=rate))
-      logging.info("step %d/%d  loss %.4f  %.2f steps/s  ETA %s", step, total, mean["loss"], rate,
-                   _fmt_eta((total - step) / max(rate, 1e-9)))
+  def on_log(step, mean, rate):
+    rec.log(step, "train", dict(mean, steps_per_s=rate))
+    logging.info("step %d/%d  loss %.4f  %.2f steps/s  ETA %s", step, total, mean["loss"], rate,
+                 _fmt_eta((total - step) / max(rate, 1e-9)))
+
+  def after_step(state, step):
+    nonlocal best_tau
     if val_nbs and (step % config.train.eval_every == 0 or step == total):
-      table, _, _ = validate()
+      table, _, _ = validate(state.params)
       rec.log(step, "val", table)
       logging.info("step %d  val kendall_tau %.4f", step, table["kendall_tau"])
       if table["kendall_tau"] > best_tau:
         best_tau = table["kendall_tau"]
-        save(best=True, val=table)
-    saved = step % config.train.checkpoint_every == 0 or step == total
-    if saved:
-      save()
-    if (should_stop is not None and step % config.train.stop_check_every == 0
-        and agree(should_stop()) and step < total):
-      if not saved:  # Orbax refuses a second save of the same step
-        save()
-      status = "preempted"
-      logging.warning("stop requested: checkpointed step %d, exiting for requeue", step)
-      break
+        ckpt.save(step, loop.state_dict(state), meta(step, val=table), best=True)
+
+  state, step, status = loop.run(
+      state, step_fn, lambda step: sched.batch(step).arrays, rng, mesh=mesh, total=total,
+      ckpt=ckpt, meta=meta, log_every=config.train.log_every,
+      checkpoint_every=config.train.checkpoint_every, on_log=on_log, after_step=after_step,
+      should_stop=should_stop, stop_check_every=config.train.stop_check_every)
   ckpt.wait()
 
   out: dict[str, Any] = {"status": status, "step": step}
   if status == "done":
     # Final evaluation with the best checkpoint (the newest when there is no validation).
     if val_nbs:
-      state, _ = restore_into(state, ckpt, best=True) or (state, None)
-      table, per_nb, preds = validate()
+      state, _ = loop.restore_into(state, ckpt, best=True) or (state, None)
+      table, per_nb, preds = validate(state.params)
       rec.write_eval("val", table, per_nb)
       rec.write_predictions("val", preds)
       out["val"] = table
@@ -454,13 +397,6 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   if status == "done" and is_main:
     rec.make_plots()
   return out
-
-
-def agree(flag: bool) -> bool:
-  """True on every process if it is true on any (multi-host stop agreement)."""
-  if jax.process_count() == 1:
-    return bool(flag)
-  return bool(multihost_utils.process_allgather(np.array(flag)).any())
 
 
 def _fmt_eta(s: float) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from experiments.configs import pair_finetune as pair_config
 from experiments.configs import pretrain as pretrain_config
-from jaxrank import pair_finetune, pretrain, store, train
+from jaxrank import loop, pair_finetune, pretrain, store, train
 from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.data import notebooks as nb_io
@@ -96,9 +96,9 @@ def test_a_ranker_starts_from_the_pretrained_encoder(pretrained, tmp_path):
   from jaxrank.data import batching
   f, items = features.fit_any(cfg.features, nbs)
   family = train.family_from_config(cfg, f.vocab_size)
-  tx, _ = train.make_optimizer(cfg.optim, 2)
+  tx, _ = loop.make_optimizer(cfg.optim, 2)
   state, _ = train.create_state(family, tx, batching.collate(items[:1], 64), 0,
-                                train.make_mesh())
+                                loop.make_mesh())
   for x, y in zip(jax.tree.leaves(state.params["encoder"]), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 

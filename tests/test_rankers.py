@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import roberta_cells, roberta_pointwise
-from jaxrank import checkpoint, features, store, train
+from jaxrank import checkpoint, features, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import pairs, rankers, roberta
@@ -265,8 +265,8 @@ def test_cells_fine_tuning_the_store_encoder_starts_from_its_weights(ws, tmp_pat
   family = train.family_from_config(cfg, f.vocab_size)
   from jaxrank.data import batching
   example = batching.collate(items[:1], 64)
-  tx, _ = train.make_optimizer(cfg.optim, 10)
-  state, _ = train.create_state(family, tx, example, 0, train.make_mesh())
+  tx, _ = loop.make_optimizer(cfg.optim, 10)
+  state, _ = train.create_state(family, tx, example, 0, loop.make_mesh())
   _, want, _ = store.load_encoder(ws, "tiny", check_hashes=False)
   for x, y in zip(jax.tree.leaves(state.params["encoder"]), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -2,7 +2,7 @@
 
 Each device count runs in its own subprocess (the forced host device count is
 fixed when jax starts). A worker builds the tiny cell-level and pointwise
-rankers, one fixed global batch, and runs two `jaxrank.train.train_step`s
+rankers, one fixed global batch, and runs two `jaxrank.loop.jit_step` steps
 under `jax.jit` with the batch sharded over the "data" mesh axis; it prints the
 two losses (the second one sees the all-reduced gradients of the first).
 Dropout is on, with threefry keys (partitionable: the same masks whatever the
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrank import train
+from jaxrank import loop, train
 from jaxrank.data import batching
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.data import notebooks as nb_io
@@ -41,7 +41,7 @@ common.setup_jax()
 import functools
 import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec as P
-from jaxrank import train
+from jaxrank import loop, train
 from jaxrank.models import rankers
 
 def batch(kind):
@@ -78,17 +78,15 @@ for kind in ("cells", "pointwise"):
                                   md_tokens=6, code_cells=3, code_tokens=3, hidden_dim=16,
                                   enc_dropout=0.1, dropout=0.1)
   family = train.Family(rankers, cfg)
-  tx, schedule = train.make_optimizer(optim, 10)
-  mesh = train.make_mesh()
+  tx, schedule = loop.make_optimizer(optim, 10)
+  mesh = loop.make_mesh()
   b = batch(kind)
   state, state_sh = train.create_state(family, tx, b, 0, mesh)
-  repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  step = jax.jit(functools.partial(train.train_step, family=family, schedule=schedule),
-                 in_shardings=(state_sh, data_sh, repl), out_shardings=(state_sh, repl))
+  step = loop.jit_step(train.loss_of(family), schedule, state_sh, mesh)
   rng = jax.random.key(0)
   losses = []
   for _ in range(2):
-    arrays = train.shard_batch(b, mesh)
+    arrays = loop.shard_batch(b, mesh)
     state, aux = step(state, arrays, rng)
     losses.append(float(np.asarray(aux["loss"].addressable_data(0))))
   res[kind] = losses
@@ -163,12 +161,12 @@ def test_distributed_two_processes_equal_one_process(one_device):
 
 
 def test_sharding_of_a_batch_is_what_the_mesh_says():
-  mesh = train.make_mesh()
+  mesh = loop.make_mesh()
   assert mesh.axis_names == ("data",) and mesh.devices.size == jax.device_count() == 2
   nbs = nb_io.load_split(sample_data_dir(), "train")[:6]
   items = batching.map_items(nbs, lambda nb: {"vec": np.ones((nb.n_cells, 4), np.float16)})
   b = batching.eval_batches(items, buckets=(1024,), cells_per_batch=4096, row_multiple=2)[0]
-  arrays = train.shard_batch(b.arrays, mesh)
+  arrays = loop.shard_batch(b.arrays, mesh)
   rows = b.arrays["vec"].shape[0]
   for k, x in arrays.items():
     assert x.sharding.spec == jax.sharding.PartitionSpec("data"), k

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrank import checkpoint, train
+from jaxrank import checkpoint, loop, train
 from tests.tiny import tiny_bow_config
 
 
@@ -59,9 +59,9 @@ def test_nan_stops_with_a_clear_message(tmp_path):
 
 
 def test_batch_is_sharded_over_the_data_axis():
-  mesh = train.make_mesh()
+  mesh = loop.make_mesh()
   assert mesh.shape == {"data": jax.device_count()} and jax.device_count() == 2
-  x = train.shard_batch({"a": np.arange(8).reshape(4, 2)}, mesh)["a"]
+  x = loop.shard_batch({"a": np.arange(8).reshape(4, 2)}, mesh)["a"]
   assert x.sharding.spec == jax.sharding.PartitionSpec("data")
   assert [s.data.shape for s in x.addressable_shards] == [(2, 2), (2, 2)]
 

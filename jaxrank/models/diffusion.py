@@ -104,8 +104,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrank import decode
-from jaxrank.models import bow_mlp, pairs
-from jaxrank.models.bow_mlp import BagEncoder, Mlp
+from jaxrank.models import layers, pairs
+from jaxrank.models.layers import BagEncoder, Mlp
 
 Array = jax.Array
 
@@ -261,9 +261,7 @@ def euler_sample_aux(denoise_fn: Callable[[Array, Array, Any], tuple[Array, Any]
 # --- the network --------------------------------------------------------------------
 def _features(x, n: int = 6):
   """Raw value plus fixed Fourier features of a position or time: [..., 2n + 1]."""
-  freqs = (jnp.pi / 2) * (2.0 ** jnp.arange(n))
-  ang = x[..., None] * freqs
-  return jnp.concatenate([x[..., None], jnp.sin(ang), jnp.cos(ang)], -1)
+  return layers.fourier(x, n, scale=jnp.pi / 2, raw=True)
 
 
 class Block(nn.Module):
@@ -368,7 +366,8 @@ class Denoiser(nn.Module):
     d = cfg.hidden_dim
     is_code, mask, n_code_B = batch["is_code"], batch["cell_mask"], batch["n_code"]
     B, C = is_code.shape
-    _, valid_BxG, is_end_BxG, centre_BxG = pairs.gaps(n_code_B, C)
+    grid = pairs.gaps(n_code_B, C)
+    is_end_BxG, centre_BxG = grid.is_end, grid.centre
     xc_BxG = key_to_x(centre_BxG)
     n1 = (n_code_B[:, None, None] + 1.0)
     # A content-only position prior (as the cell ranker's key): linear in the
@@ -390,22 +389,14 @@ class Denoiser(nn.Module):
       feats += [dsc, jnp.abs(dsc), jnp.minimum(jnp.abs(dsc) * n1 / 2, 8.0) / 8.0, on]
     for sim in sims:
       feats += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
-    p = jnp.stack(feats, -1)
-    for i in range(2):
-      p = nn.gelu(nn.Dense(cfg.pair_hidden, name=f"pair_{i}")(p))
-    logits = nn.Dense(1, name="pair_out")(p)[..., 0]
+    bilinear = None
     if cfg.use_bilinear:
-      code = (is_code & mask)[..., None]
-      code_h = jnp.where(code, h_BxCxD, 0)
-      start = self.param("start", nn.initializers.normal(0.02), (d,)).astype(code_h.dtype)
-      end = self.param("end", nn.initializers.normal(0.02), (d,)).astype(code_h.dtype)
-      prev = jnp.concatenate([jnp.broadcast_to(start, (B, 1, d)), code_h], 1)
-      nxt = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
-      nxt = jnp.where(is_end_BxG[..., None], end, nxt)
+      code_h = jnp.where((is_code & mask)[..., None], h_BxCxD, 0)
+      prev, nxt = layers.gap_neighbours(self, code_h, is_end_BxG)
       k = nn.Dense(d, dtype=cfg.dtype, name="gap_key")(jnp.concatenate([prev, nxt], -1))
       q = nn.Dense(d, dtype=cfg.dtype, name="gap_query")(h_BxCxD)
-      logits += jnp.einsum("bcd,bgd->bcg", q, k).astype(jnp.float32) / np.sqrt(d)
-    logits = jnp.where(valid_BxG[:, None, :], logits, -1e9)
+      bilinear = jnp.einsum("bcd,bgd->bcg", q, k).astype(jnp.float32) / np.sqrt(d)
+    logits = layers.pair_logits(feats, grid, hidden=cfg.pair_hidden, layers=2, extra=bilinear)
     x1_hat = jnp.einsum("bcg,bg->bc", jax.nn.softmax(logits, -1), xc_BxG)
     return x1_hat, logits, prior_key
 
@@ -462,16 +453,16 @@ def build(config: DiffusionConfig) -> nn.Module:
 def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
             config: DiffusionConfig) -> tuple[Array, dict[str, Array]]:
   """Mean over real markdown cells; see the module docstring for each objective."""
-  md = (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)
+  md = layers.markdown_mask(batch)
   n_md = jnp.maximum(md.sum(), 1.0)
   pred, x1 = outputs["pred"], outputs["x1"]
   if config.head == "gap":
-    # x1-prediction through a gap softmax: the BOW-MLP's gap losses (CE of the
-    # true gap, expected misplacement) plus L1 of the mean position x1_hat.
-    _, aux = bow_mlp.loss_fn({"key": outputs["prior_key"], "gap_logits": outputs["gap_logits"]},
-                             batch, bow_mlp.BowMlpConfig(gap_loss_weight=config.gap_loss_weight,
-                                                         emd_loss_weight=config.emd_loss_weight,
-                                                         key_loss_weight=config.prior_loss_weight))
+    # x1-prediction through a gap softmax: the gap head's losses (CE of the
+    # true gap, expected misplacement, L1 of the content-only prior key) plus
+    # L1 of the mean position x1_hat.
+    _, aux = layers.gap_loss({"key": outputs["prior_key"], "gap_logits": outputs["gap_logits"]},
+                             batch, key_weight=config.prior_loss_weight,
+                             gap_weight=config.gap_loss_weight, emd_weight=config.emd_loss_weight)
     x1_l1 = (jnp.abs(pred - x1) * md).sum() / n_md / 2  # key units
     loss = aux["loss"] + config.x1_loss_weight * x1_l1
     return loss, {**aux, "loss": loss, "prior_l1": aux["key_l1"], "key_l1": x1_l1}
@@ -556,12 +547,7 @@ def predict(model: nn.Module, params, batch: Mapping[str, Array], rng,
 def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                     config: DiffusionConfig) -> tuple[np.ndarray | None, np.ndarray]:
   """(sample-averaged gap probabilities or None for the scalar head, mean positions)."""
-  key = np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
-  if config.head != "gap" or "gap_probs" not in outputs or n_md == 0:
-    return None, key
-  probs = np.asarray(outputs["gap_probs"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
-  probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
-  return probs, key
+  return layers.gap_markdown_belief(outputs, row, n_code, n_md, use_gaps=config.head == "gap")
 
 
 def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
@@ -572,5 +558,5 @@ def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md
   misplaced pairs (`decode.keys_from_gap_probs`), ties broken by the mean
   position; scalar head: the combined final positions.
   """
-  probs, key = markdown_belief(outputs, row, n_code, n_md, config)
-  return decode.keys_from_belief(probs, key, config.crowding)
+  return decode.keys_from_belief(*markdown_belief(outputs, row, n_code, n_md, config),
+                                 config.crowding)

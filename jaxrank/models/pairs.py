@@ -79,3 +79,23 @@ def gap_similarity_features(sim_BxCxC: Array, code_BxC: Array, n_code_B: Array) 
   return [nxt, prv, jnp.where(has_nxt, nxt - best, -1.0), jnp.where(has_prv, prv - best, -1.0),
           z_nxt, z_prv, jnp.maximum(z_nxt, z_prv), (rank_nxt == 0).astype(jnp.float32), rank_nxt,
           nxt2, prv2, jnp.maximum(nxt, nxt2) - best]
+
+
+def best_gap_features(sim_BxCxC: Array, grid: Gaps, n_code_B: Array) -> list[Array]:
+  """The BOW-MLP's five [B, C, G] similarity features (its README score depends on them):
+  the similarity to the code cell after gap g and before it (0 past the ends), the
+  next one's against the best gap's, whether it is the best, and its rank (0 = best)."""
+  B, C, _ = sim_BxCxC.shape
+  zeros = jnp.zeros((B, C, 1), jnp.float32)
+  sim_next = jnp.where(grid.is_end[:, None, :], 0.0, jnp.concatenate([sim_BxCxC, zeros], -1))
+  sim_prev = jnp.concatenate([zeros, sim_BxCxC], -1)
+  sim_prev = jnp.where(grid.idx[None, None, :] > n_code_B[:, None, None], 0.0, sim_prev)
+  # Relative evidence: this gap's similarity against the best gap of the
+  # same markdown cell (the "most similar code cell" heuristic).
+  best = jnp.max(jnp.where(grid.valid[:, None, :], sim_next, 0.0), -1, keepdims=True)
+  is_best = ((sim_next >= best) & (best > 0)).astype(jnp.float32)
+  # Rank of this gap's similarity among the markdown cell's gaps, in [0, 1].
+  n1 = n_code_B[:, None, None] + 1.0
+  masked = jnp.where(grid.valid[:, None, :], sim_next, -1.0)
+  rank = jnp.argsort(jnp.argsort(-masked, axis=-1), axis=-1) / n1  # 0 = most similar
+  return [sim_next, sim_prev, sim_next / (best + 1e-3), is_best, rank]

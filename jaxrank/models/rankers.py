@@ -44,8 +44,6 @@ no name the encoder is built from the `enc_*` fields and trained from scratch.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -53,7 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank.models import bow_mlp, pairs, roberta
+from jaxrank import decode
+from jaxrank.models import layers, pairs, roberta
+from jaxrank.models.layers import Mlp
 
 Array = jax.Array
 
@@ -67,7 +67,9 @@ class EncoderFields:
 
   vocab_size: int = 0  # set by the trainer from the featurizer (tokenizer size / vector dim)
   encoder_name: str = ""  # store model name; "" = random init from enc_* below
-  workspace: str = ""  # workspace root holding models/ (needed with encoder_name)
+  # The named model's EncoderConfig, resolved from the store by the trainer
+  # (`jaxrank.train.family_from_config`), which also hands over its weights.
+  pretrained: roberta.EncoderConfig | None = None
   enc_hidden: int = 64
   enc_layers: int = 2
   enc_heads: int = 4
@@ -117,20 +119,12 @@ def _dtype_name(dtype) -> str:
   return "bfloat16" if jnp.dtype(dtype) == jnp.bfloat16 else "float32"
 
 
-def store_encoder_config(workspace: str, name: str) -> roberta.EncoderConfig:
-  """The EncoderConfig of stored model `name` (reads only its config.json)."""
-  if not workspace:
-    raise ValueError(f"model.encoder_name={name!r} needs model.workspace (the workspace root)")
-  path = Path(workspace) / "models" / name / "config.json"
-  if not path.exists():
-    raise FileNotFoundError(f"no stored model {name!r}: {path} is missing "
-                            f"(import it with `python -m experiments.models import`)")
-  return roberta.EncoderConfig.from_dict(json.loads(path.read_text())["encoder"])
-
-
 def encoder_config(cfg: EncoderFields) -> roberta.EncoderConfig:
   if cfg.encoder_name:
-    enc = store_encoder_config(cfg.workspace, cfg.encoder_name)
+    enc = cfg.pretrained
+    if enc is None:
+      raise ValueError(f"model.encoder_name={cfg.encoder_name!r}: the trainer resolves the named "
+                       "encoder from the store (jaxrank.train.family_from_config)")
     if cfg.vocab_size and cfg.vocab_size > enc.vocab_size:
       raise ValueError(f"tokenizer has {cfg.vocab_size} tokens but encoder {cfg.encoder_name!r} "
                        f"has vocab_size {enc.vocab_size}; use the model's own tokenizer")
@@ -145,18 +139,16 @@ def encoder_config(cfg: EncoderFields) -> roberta.EncoderConfig:
       hidden_dropout=cfg.enc_dropout, attention_dropout=0.0)
 
 
-def pretrained_params(params: Mapping[str, Any], cfg: EncoderFields) -> Mapping[str, Any]:
-  """Trainer hook: puts the stored encoder's weights into a freshly initialised tree."""
-  if not cfg.encoder_name or "encoder" not in params:
+def pretrained_params(params: Mapping[str, Any], cfg: EncoderFields,
+                      weights: Mapping[str, Any]) -> Mapping[str, Any]:
+  """Family hook: puts the named encoder's `weights` (from the trainer) into a fresh tree."""
+  if "encoder" not in params:
     return params
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
-  _, enc_params, _ = store.load_encoder(store.Workspace(cfg.workspace), cfg.encoder_name,
-                                        check_hashes=False)
-  got = jax.tree.map(lambda x: x.shape, enc_params)
+  got = jax.tree.map(lambda x: x.shape, weights)
   want = jax.tree.map(lambda x: x.shape, params["encoder"])
   if got != want:
     raise ValueError(f"stored encoder {cfg.encoder_name!r} does not fit the model's encoder tree")
-  return {**params, "encoder": jax.tree.map(np.asarray, enc_params)}
+  return {**params, "encoder": jax.tree.map(np.asarray, weights)}
 
 
 def _encode_pool(enc_cfg, ids_NxL, pad_id, deterministic, name="encoder"):
@@ -204,42 +196,26 @@ class CellsRanker(nn.Module):
     key_logit = nn.Dense(1, name="key_linear")(
         nn.LayerNorm(name="key_norm")(v_BxCxE))[..., 0].astype(jnp.float32)
     if cfg.key_mlp:
-      ctx_BxD = (jnp.einsum("bcd,bc->bd", h_BxCxD, code_w.astype(h_BxCxD.dtype))
-                 / jnp.maximum(n_code_B, 1)[:, None])
-      ctx_BxCxD = jnp.broadcast_to(ctx_BxD[:, None], h_BxCxD.shape)
-      feats = jnp.concatenate([h_BxCxD, ctx_BxCxD, h_BxCxD * ctx_BxCxD], -1)
-      key_logit += bow_mlp.Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
+      feats = layers.with_context(h_BxCxD, code_w, n_code_B)
+      key_logit += Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
           feats, deterministic)[..., 0].astype(jnp.float32)
     else:
       feats = h_BxCxD
     key_BxC = nn.sigmoid(key_logit)
 
     # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
-    _, valid_BxG, is_end_BxG, centre_BxG = pairs.gaps(n_code_B, C)
-    logits_BxCxG = jnp.zeros((B, C, C + 1), jnp.float32)
-    if cfg.use_bilinear:
-      start = self.param("start", nn.initializers.normal(0.02), (d,))
-      end = self.param("end", nn.initializers.normal(0.02), (d,))
-      code_h = jnp.where(code_w[..., None] > 0, h_BxCxD, 0)
-      prev_BxGxD = jnp.concatenate([jnp.broadcast_to(start.astype(code_h.dtype), (B, 1, d)),
-                                    code_h], 1)
-      nxt_BxGxD = jnp.concatenate([code_h, jnp.zeros((B, 1, d), code_h.dtype)], 1)
-      nxt_BxGxD = jnp.where(is_end_BxG[..., None], end.astype(code_h.dtype), nxt_BxGxD)
-      gap_in = jnp.concatenate([prev_BxGxD, nxt_BxGxD,
-                                bow_mlp._fourier(centre_BxG).astype(code_h.dtype)], -1)
-      k_BxGxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_key")(gap_in, deterministic)
-      q_BxCxD = bow_mlp.Mlp(d, d, 2, cfg.dropout, cfg.dtype, name="gap_query")(feats,
-                                                                             deterministic)
-      logits_BxCxG += jnp.einsum("bcd,bgd->bcg", q_BxCxD,
-                                 k_BxGxD).astype(jnp.float32) / np.sqrt(d)
+    grid = pairs.gaps(n_code_B, C)
+    bilinear = (layers.bilinear_gap_term(self, feats, h_BxCxD, is_code & mask, grid,
+                                         dropout=cfg.dropout, dtype=cfg.dtype,
+                                         deterministic=deterministic)
+                if cfg.use_bilinear else None)
     # Pair features of (markdown m, gap g), scored by a small MLP shared by all
     # pairs: the distance of g from the pointwise key (a learned position
     # prior), and how similar m is to the code cells around g -- raw, against
     # the best code cell of the notebook, as a z-score and as a rank. These are
     # parameter-free "this markdown describes that code" evidence that carries
     # over to unseen repositories (see the BOW-MLP note).
-    feats_pair = pairs.prior_features(key_BxC, centre_BxG, n_code_B)
-    feats_pair.append(jnp.broadcast_to(centre_BxG[:, None, :], feats_pair[0].shape))
+    feats_pair = layers.prior_and_centre(key_BxC, grid, n_code_B)
     if cfg.use_similarity:
       sims = []
       if "sim" in batch:
@@ -252,11 +228,8 @@ class CellsRanker(nn.Module):
         sims.append(batch["sim_lex"].astype(jnp.float32))
       for sim in sims:
         feats_pair += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
-    h = jnp.stack(feats_pair, -1)
-    for i in range(cfg.pair_layers):
-      h = nn.gelu(nn.Dense(cfg.pair_hidden, name=f"pair_{i}")(h))
-    logits_BxCxG += nn.Dense(1, name="pair_out")(h)[..., 0]
-    logits_BxCxG = jnp.where(valid_BxG[:, None, :], logits_BxCxG, -1e9)
+    logits_BxCxG = layers.pair_logits(feats_pair, grid, hidden=cfg.pair_hidden,
+                                      layers=cfg.pair_layers, extra=bilinear)
     return {"key": key_BxC, "gap_logits": logits_BxCxG}
 
 
@@ -274,7 +247,7 @@ class CellsTransformer(nn.Module):
     x = nn.Dropout(cfg.vec_dropout)(x, deterministic=deterministic)
     x = nn.Dense(d, dtype=cfg.dtype, name="in_proj")(x)
     x += nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
-    pos = nn.Dense(d, dtype=cfg.dtype, name="pos")(bow_mlp._fourier(batch["code_pos"], 16))
+    pos = nn.Dense(d, dtype=cfg.dtype, name="pos")(layers.fourier(batch["code_pos"], 16))
     x += jnp.where(is_code[..., None], pos, 0)
     cell_cfg = roberta.EncoderConfig(
         vocab_size=1, hidden_size=d, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
@@ -336,7 +309,7 @@ class PointwiseRanker(nn.Module):
     extra = jnp.broadcast_to(jnp.concatenate([frac, jnp.log1p(n_cells) / 8.0], -1)[:, None],
                              (B, C, 2)).astype(cfg.dtype)
     x = jnp.concatenate([v, extra], -1)
-    key = bow_mlp.Mlp(cfg.hidden_dim, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
+    key = Mlp(cfg.hidden_dim, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
         x, deterministic)[..., 0]
     return {"key": nn.sigmoid(key.astype(jnp.float32))}
 
@@ -344,14 +317,6 @@ class PointwiseRanker(nn.Module):
 # ----------------------------------------------------------------------------------------
 # Family interface (jaxrank.train).
 # ----------------------------------------------------------------------------------------
-def _bow_view(config: CellsConfig) -> bow_mlp.BowMlpConfig:
-  """The BOW-MLP config that its shared loss / decoding read (fields both have)."""
-  names = {f.name for f in dataclasses.fields(bow_mlp.BowMlpConfig)}
-  return bow_mlp.BowMlpConfig(**{f.name: getattr(config, f.name)
-                                 for f in dataclasses.fields(config)
-                                 if f.name in names and f.name != "vocab_size"})
-
-
 def build(config) -> nn.Module:
   if isinstance(config, CellsConfig):
     return CellsRanker(config)
@@ -363,22 +328,20 @@ def build(config) -> nn.Module:
 def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array], config
             ) -> tuple[Array, dict[str, Array]]:
   if isinstance(config, CellsConfig):
-    return bow_mlp.loss_fn(outputs, batch, _bow_view(config))
-  md = (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)
-  n_md = jnp.maximum(md.sum(), 1.0)
-  key_loss = (jnp.abs(outputs["key"] - batch["target_key"]) * md).sum() / n_md
-  return key_loss, {"loss": key_loss, "key_l1": key_loss, "n_markdown": md.sum()}
+    return layers.gap_loss(outputs, batch, key_weight=config.key_loss_weight,
+                           gap_weight=config.gap_loss_weight, emd_weight=config.emd_loss_weight)
+  key_loss = layers.key_l1(outputs["key"], batch)
+  return key_loss, {"loss": key_loss, "key_l1": key_loss,
+                    "n_markdown": layers.markdown_mask(batch).sum()}
 
 
 def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                     config) -> tuple[np.ndarray | None, np.ndarray]:
-  if isinstance(config, CellsConfig):
-    return bow_mlp.markdown_belief(outputs, row, n_code, n_md, _bow_view(config))
-  return None, np.asarray(outputs["key"][row, n_code:n_code + n_md], np.float64)
+  return layers.gap_markdown_belief(outputs, row, n_code, n_md,
+                                    use_gaps=config.decode != "pointwise")
 
 
 def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                   config) -> np.ndarray:
-  if isinstance(config, CellsConfig):
-    return bow_mlp.markdown_keys(outputs, row, n_code, n_md, _bow_view(config))
-  return markdown_belief(outputs, row, n_code, n_md, config)[1]
+  return decode.keys_from_belief(*markdown_belief(outputs, row, n_code, n_md, config),
+                                 getattr(config, "crowding", 0.0))
