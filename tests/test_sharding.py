@@ -74,7 +74,7 @@ for kind in ("cells", "pointwise"):
   if kind == "cells":
     cfg = rankers.CellsConfig(vocab_size=16, hidden_dim=32, num_layers=1, num_heads=2, dropout=0.1)
   else:
-    cfg = rankers.PointwiseConfig(vocab_size=50, enc_hidden=32, enc_layers=1, enc_heads=2,
+    cfg = rankers.PointwiseConfig(vocab_size=50, encoder_name="", enc_hidden=32, enc_layers=1, enc_heads=2,
                                   md_tokens=6, code_cells=3, code_tokens=3, hidden_dim=16,
                                   enc_dropout=0.1, dropout=0.1)
   family = train.Family(rankers, cfg)

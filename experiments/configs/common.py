@@ -83,3 +83,19 @@ def encoder_features(**overrides) -> ml_collections.ConfigDict:
   f.lexical_sim = True  # adds batch["sim_lex"], the per-notebook word TF-IDF cosine
   f.update(overrides)
   return f
+
+
+def encoder_model(model: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+  """Adds the encoder block of the transformer rankers (`rankers.EncoderFields`) to `model`:
+  a store model by name (resolved by the trainer from `workspace`), or with no name a
+  fresh encoder of the `enc_*` sizes."""
+  model.encoder_name = ""  # store model; "" = a fresh encoder from enc_*
+  model.workspace = ""  # store root; "" = the entry point's --workspace
+  model.enc_hidden = 64
+  model.enc_layers = 2
+  model.enc_heads = 4
+  model.enc_max_len = 512
+  model.enc_dropout = 0.1
+  model.pad_id = 1  # RoBERTa-style tokenizers of jaxrank.text.subword; BERT's is 0
+  model.update(overrides)
+  return model

@@ -63,14 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.crowding = 2.0  # joint gap assignment (decode.crowded_gaps); 0 = medians
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
   # Encoder (used only with cell_input="tokens"): a store name, or a fresh one.
-  c.model.encoder_name = ""
-  c.model.workspace = ""  # store root; "" = the entry point's --workspace
-  c.model.enc_hidden = 64
-  c.model.enc_layers = 2
-  c.model.enc_heads = 4
-  c.model.enc_max_len = 512
-  c.model.enc_dropout = 0.1
-  c.model.pad_id = 1
+  common.encoder_model(c.model)
 
   c.features = common.encoder_features()
 

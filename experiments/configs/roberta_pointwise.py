@@ -24,8 +24,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "roberta_pointwise"
-  c.model.encoder_name = "minilm-l6"  # store model ("" = fresh encoder from enc_*)
-  c.model.workspace = ""  # store root; "" = the entry point's --workspace
   c.model.md_tokens = 48
   c.model.code_cells = 12
   c.model.code_tokens = 12
@@ -33,12 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.1
   c.model.decode = "pointwise"
   c.model.dtype = "float32"  # or "bfloat16"
-  c.model.enc_hidden = 64
-  c.model.enc_layers = 2
-  c.model.enc_heads = 4
-  c.model.enc_max_len = 512
-  c.model.enc_dropout = 0.1
-  c.model.pad_id = 1
+  common.encoder_model(c.model, encoder_name="minilm-l6")
 
   c.features = ml_collections.ConfigDict()
   c.features.kind = "subword"

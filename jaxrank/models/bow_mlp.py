@@ -45,10 +45,10 @@ class BowMlpConfig:
   hidden_dim: int = 256
   num_layers: int = 2
   dropout: float = 0.1
-  term_dropout: float = 0.1  # drop whole terms of a bag while training
+  term_dropout: float = 0.0  # drop whole terms of a bag while training
   use_similarity: bool = True  # TF-IDF cosine of markdown vs the code cells around each gap
-  use_bilinear: bool = True  # learned <query(markdown), key(gap)> term of the gap logits
-  key_mlp: bool = True  # False: the key is linear in the TF-IDF terms (ridge-like) only
+  use_bilinear: bool = False  # learned <query(markdown), key(gap)> term of the gap logits
+  key_mlp: bool = False  # False: the key is linear in the TF-IDF terms (ridge-like) only
   pair_hidden: int = 32  # MLP over (markdown, gap) pair features
   pair_layers: int = 2
   gap_loss_weight: float = 1.0

@@ -104,6 +104,7 @@ class CellsConfig(EncoderFields):
 
 @dataclasses.dataclass(frozen=True)
 class PointwiseConfig(EncoderFields):
+  encoder_name: str = "minilm-l6"  # fine-tunes a stored encoder ("" = fresh from enc_*)
   md_tokens: int = 48  # markdown tokens (specials included)
   code_cells: int = 12  # S code cells sampled evenly
   code_tokens: int = 12  # tokens of each sampled code cell
