@@ -158,10 +158,10 @@ def tfidf_nearest_code(train: Sequence[Notebook], val: Sequence[Notebook]) -> di
   featurizer (fitted on train) and its cell-cell similarity feature.
   """
   from experiments.configs import bow_mlp as bow_config
-  from jaxrank import features
-  featurizer = features.fit(bow_config.get_config().features, train)
+  from jaxrank.features import bow as features_bow
+  featurizer = features_bow.fit(bow_config.get_config().features, train)
   preds = {}
-  for nb, it in zip(val, features.items(featurizer, val)):
+  for nb, it in zip(val, features_bow.items(featurizer, val)):
     n = nb.n_code
     sim = it["sim"].astype(np.float32)[n:, :n]
     keys = (sim.argmax(1) + 0.5) / (n + 1) if n else np.full(nb.n_markdown, 0.5)
@@ -193,8 +193,8 @@ def encoder_nearest_code(workspace: str, encoder: str, lexical: bool = False) ->
   def ranker(train: Sequence[Notebook], val: Sequence[Notebook]) -> dict[str, list[str]]:
     del train
     from jaxrank.text import bow
-    from jaxrank.text import encoder_features as ef
-    f = ef._encoder_from_cfg({"workspace": workspace, "encoder": encoder})  # pylint: disable=protected-access
+    from jaxrank.features import encoder as ef
+    f = ef.from_config({"workspace": workspace, "encoder": encoder})
     vecs = f.vectors([s for nb in val for s in nb.sources]).astype(np.float32)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-6)
     preds, a = {}, 0

@@ -99,13 +99,13 @@ def main(argv: Sequence[str]) -> None:
   # Featurize: fit the BOW-MLP's TF-IDF on the split, then featurize it again
   # with the fitted featurizer (what prediction does), bags + cell-cell cosine.
   from experiments.configs import bow_mlp
-  from jaxrank import features
+  from jaxrank.features import bow as features_bow
   cfg = bow_mlp.get_config().features
   t0 = time.perf_counter()
-  featurizer, _ = features.fit_items(cfg, nbs)
+  featurizer, _ = features_bow.fit_items(cfg, nbs)
   fit_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  features.items(featurizer, nbs)
+  features_bow.items(featurizer, nbs)
   feat_s = time.perf_counter() - t0
   for name, secs in [("featurize: fit + transform (train)", fit_s),
                      ("featurize: transform (predict)", feat_s)]:

@@ -159,7 +159,8 @@ def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dic
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxrank import store  # pylint: disable=g-import-not-at-top
   from jaxrank.data import notebooks as nb_io  # pylint: disable=g-import-not-at-top
-  from jaxrank.text import encoder_features as ef  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import encoder as ef  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
   out: dict = {}
   ws = store.Workspace(ws_root)
   nbs = nb_io.load_split(data_dir, "train", cache_dir=str(ws.data_dir / "cache"))
@@ -170,7 +171,7 @@ def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dic
   cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
   encode = ef.make_encode_fn(cfg, params, 64)
   order = np.argsort([len(t) for t in texts])
-  ids = ef.tokenize(tok, [texts[i] for i in order], 64, 2000)
+  ids = sw.tokenize(tok, [texts[i] for i in order], 64, 2000)
 
   def run_all():
     for b in range(0, len(ids), 64):

@@ -6,7 +6,7 @@ r"""Fills the frozen-encoder vector cache for a split, once, before the runs tha
 The cell-level ranker and the diffusion ranker on encoder features
 (`features.kind="encoder"`) read every cell's mean-pooled vector from
 `W/data/encoder_cache/<encoder>/L<max_tokens>/` and encode only what is missing
-(`jaxrank.text.encoder_features`). On 2 CPU cores MiniLM-L6 encodes ~170
+(`jaxrank.features.encoder`). On 2 CPU cores MiniLM-L6 encodes ~170
 cells/s (nbcorpus's 70k cells: 7 min); doing it once in its own job (a GPU job,
 or before a sweep) spares every training job that time. The cache is
 append-only and written shard by shard, atomically, so this job can be killed
@@ -23,7 +23,7 @@ from absl import app, flags, logging
 
 from experiments import common  # defines --workspace
 from jaxrank.data import notebooks
-from jaxrank.text import encoder_features
+from jaxrank.features import encoder as encoder_features
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder D, or several: D1,D2.",
                                 required=True)

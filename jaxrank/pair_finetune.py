@@ -42,7 +42,7 @@ from jaxrank import loop, pretrain, store
 from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.models import roberta
-from jaxrank.text import encoder_features as ef
+from jaxrank.features import subword as sw
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   if not pairs:
     raise ValueError("no (markdown, next code) pairs in the given notebooks")
   max_tokens, max_chars = config.data.max_tokens, config.data.max_chars
-  md_ids = ef.tokenize(tok, [m for m, _ in pairs], max_tokens, max_chars)
-  code_ids = ef.tokenize(tok, [c for _, c in pairs], max_tokens, max_chars)
+  md_ids = sw.tokenize(tok, [m for m, _ in pairs], max_tokens, max_chars)
+  code_ids = sw.tokenize(tok, [c for _, c in pairs], max_tokens, max_chars)
   bs = config.train.batch_size
   if (2 * bs) % jax.device_count():
     raise ValueError(f"2 x train.batch_size={bs} is not a multiple of {jax.device_count()} "

@@ -24,7 +24,8 @@ from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import pairs, rankers, roberta
 from jaxrank.text import bow
-from jaxrank.text import encoder_features as ef
+from jaxrank.features import encoder as ef
+from jaxrank.features import subword as sw
 from tests.conftest import FAST_XLA
 from tests.test_roberta import make_tiny_bert_folder
 
@@ -97,7 +98,7 @@ def test_encoder_vectors_are_cached_and_equal_a_direct_encoding(ws, tmp_path):
   f, items = features.fit_any(cfg, nbs)
   shards = sorted((tmp_path / "cache" / "tiny" / "L16").glob("shard-*.npz"))
   assert shards and f.vocab_size == 32
-  n_unique = len({ef.clean_text(s, f.max_chars) for nb in nbs for s in nb.sources})
+  n_unique = len({sw.clean_text(s, f.max_chars) for nb in nbs for s in nb.sources})
   assert len(ef.VectorCache(f.cache_folder)) == n_unique
   # A second featurizer finds everything cached: no new shard, same vectors.
   f2, items2 = features.fit_any(cfg, nbs)
@@ -108,7 +109,7 @@ def test_encoder_vectors_are_cached_and_equal_a_direct_encoding(ws, tmp_path):
   enc_cfg, params, tok = store.load_encoder(ws, "tiny", check_hashes=False)
   nb = nbs[0]
   text = nb.sources[int(items[0]["cell_index"][0])]
-  ids = ef.tokenize(tok, [text], 16, 2000)
+  ids = sw.tokenize(tok, [text], 16, 2000)
   mask = ids != tok.pad_token_id
   want = roberta.mean_pool(roberta.Encoder(enc_cfg).apply({"params": params}, ids, mask), mask)
   np.testing.assert_allclose(items[0]["vec"][0].astype(np.float32), np.asarray(want)[0],
@@ -191,8 +192,8 @@ def test_encode_entry_point_fills_the_cache_the_runs_read(ws):
                      text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   nbs = nb_io.load_split(sample_data_dir(), "test")
-  f = ef._encoder_from_cfg({"workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16})  # pylint: disable=protected-access
-  n_unique = len({ef.clean_text(s, f.max_chars) for nb in nbs for s in nb.sources})
+  f = ef.from_config({"workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16})
+  n_unique = len({sw.clean_text(s, f.max_chars) for nb in nbs for s in nb.sources})
   assert len(ef.VectorCache(f.cache_folder)) >= n_unique
   assert f"cached vectors: {len(ef.VectorCache(f.cache_folder))}" in p.stdout
   # A run's featurizer now finds every vector: nothing is encoded again.

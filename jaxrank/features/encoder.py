@@ -1,0 +1,233 @@
+"""features.kind "encoder": cached vectors of a frozen stored encoder, and their similarities.
+
+Per cell `vec` [n_cells, D] (float16), mean-pooled over at most `max_tokens`
+tokens, plus the cell-cell cosine `sim` [n, n] and, with `lexical_sim`,
+`sim_lex` [n, n], the cosine of per-notebook word TF-IDF vectors
+(`jaxrank.text.bow.lexical_sim`). Vectors are **cached on disk** under
+`cache_dir/<model>/L<max_tokens>/` keyed by sha1(model, max_tokens, text), in
+append-only shards (each written atomically), so the ~76k cells of the corpus
+are encoded once and reused by every later run, fold and process; a killed
+encoding job keeps the shards it finished. The encoder is read from the store
+named in the config (workspace passed in, never read from the environment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrank import features, io_utils, store
+from jaxrank.data import batching
+from jaxrank.data.types import Notebook
+from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
+from jaxrank.models import roberta
+from jaxrank.text import bow
+
+log = logging.getLogger(__name__)
+
+
+def text_key(model: str, max_tokens: int, text: str) -> bytes:
+  return hashlib.sha1(f"{model}\x00{max_tokens}\x00{text}".encode("utf-8", "surrogatepass")
+                      ).digest()[:16]
+
+
+class VectorCache:
+  """Append-only on-disk map text-hash -> float16 vector (one folder per model + length)."""
+
+  def __init__(self, folder: str | Path):
+    self.folder = Path(folder)
+    self.folder.mkdir(parents=True, exist_ok=True)
+    self._map: dict[bytes, np.ndarray] = {}
+    self._seen: set[str] = set()
+    self.refresh()
+
+  def refresh(self) -> None:
+    """Reads shards written since the last look (possibly by other processes)."""
+    for p in sorted(self.folder.glob("shard-*.npz")):
+      if p.name in self._seen:
+        continue
+      with np.load(p) as z:
+        keys, vecs = z["keys"], z["vecs"]
+      for k, v in zip(keys, vecs):
+        self._map[k.tobytes()] = v
+      self._seen.add(p.name)
+
+  def __len__(self) -> int:
+    return len(self._map)
+
+  def get(self, key: bytes) -> np.ndarray | None:
+    return self._map.get(key)
+
+  def add(self, keys: Sequence[bytes], vecs: np.ndarray) -> None:
+    if not len(keys):
+      return
+    buf = io.BytesIO()
+    karr = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), 16)
+    np.savez(buf, keys=karr, vecs=vecs.astype(np.float16))
+    name = f"shard-{time.time_ns():020d}-{hashlib.sha1(karr.tobytes()).hexdigest()[:8]}.npz"
+    io_utils.atomic_write_bytes(self.folder / name, buf.getvalue())
+    self._seen.add(name)
+    for k, v in zip(keys, vecs.astype(np.float16)):
+      self._map[k] = v
+
+
+def make_encode_fn(cfg_enc, params, batch_rows: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+  """Jitted ids [B, L] -> mean-pooled vectors [B, H] float32 (B a multiple of batch_rows)."""
+  model = roberta.Encoder(cfg_enc)
+  pad = cfg_enc.pad_token_id
+
+  @jax.jit
+  def fwd(p, ids_BxL):
+    mask = ids_BxL != pad
+    return roberta.mean_pool(model.apply({"params": p}, ids_BxL, mask.astype(jnp.int32)), mask)
+
+  def encode(ids: np.ndarray) -> np.ndarray:
+    out = []
+    for s in range(0, len(ids), batch_rows):
+      chunk = ids[s:s + batch_rows]
+      n = len(chunk)
+      if n < batch_rows:  # one compiled shape per length
+        chunk = np.concatenate([chunk, np.full((batch_rows - n, chunk.shape[1]), pad, chunk.dtype)])
+      out.append(np.asarray(fwd(params, chunk))[:n])
+    return np.concatenate(out) if out else np.zeros((0, cfg_enc.hidden_size), np.float32)
+
+  return encode
+
+
+@dataclasses.dataclass
+class EncoderFeaturizer:
+  """Frozen store encoder -> cached mean-pooled cell vectors."""
+
+  workspace: str
+  encoder: str
+  cache_dir: str
+  max_tokens: int = 64
+  max_chars: int = 2000
+  batch_rows: int = 64
+  dim: int = 0
+  lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
+  _state: Any = dataclasses.field(default=None, repr=False, compare=False)
+  _cache: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.dim
+
+  @property
+  def cache_folder(self) -> Path:
+    return Path(self.cache_dir) / self.encoder / f"L{self.max_tokens}"
+
+  def to_json(self) -> dict[str, Any]:
+    return {"workspace": self.workspace, "encoder": self.encoder, "cache_dir": self.cache_dir,
+            "max_tokens": self.max_tokens, "max_chars": self.max_chars,
+            "batch_rows": self.batch_rows, "dim": self.dim, "lexical_sim": self.lexical_sim}
+
+  def _model(self):
+    if self._state is None:
+      cfg, params, tok = store.load_encoder(store.Workspace(self.workspace), self.encoder,
+                                            check_hashes=False)
+      cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
+      self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows))
+    return self._state
+
+  def cache(self) -> VectorCache:
+    """The on-disk vector cache, read once per featurizer; later calls only read the
+    shards written since (e.g. by another process)."""
+    if self._cache is None:
+      self._cache = VectorCache(self.cache_folder)
+    else:
+      self._cache.refresh()
+    return self._cache
+
+  def vectors(self, texts: Sequence[str], *, log_every: int = 4096,
+              save_every: int = 2048) -> np.ndarray:
+    """[len(texts), D] float16 vectors; encodes (and caches) only texts not cached yet."""
+    cache = self.cache()
+    keys = [text_key(self.encoder, self.max_tokens, clean_text(t, self.max_chars)) for t in texts]
+    missing: dict[bytes, str] = {}
+    for k, t in zip(keys, texts):
+      if cache.get(k) is None and k not in missing:
+        missing[k] = t
+    if missing:
+      cfg, tok, encode = self._model()
+      if not self.dim:
+        self.dim = cfg.hidden_size
+      mk, mt = list(missing), list(missing.values())
+      # Sort by length so each batch pads to little more than its longest text.
+      lens = np.array([len(t) for t in mt])
+      order = np.argsort(lens, kind="stable")
+      t0, done = time.time(), 0
+      for s in range(0, len(order), save_every):
+        idx = order[s:s + save_every]
+        ids = tokenize(tok, [mt[i] for i in idx], self.max_tokens, self.max_chars)
+        vecs = []
+        for b in range(0, len(idx), self.batch_rows):
+          part = ids[b:b + self.batch_rows]
+          width = int((part != tok.pad_token_id).sum(1).max())
+          width = min(self.max_tokens, max(8, -(-width // 8) * 8))  # few compiled shapes
+          vecs.append(encode(part[:, :width]))
+        cache.add([mk[i] for i in idx], np.concatenate(vecs))
+        done += len(idx)
+        if done % log_every < save_every or done == len(order):
+          dt = time.time() - t0
+          log.info("encoded %d/%d cells (%.1f cells/s)", done, len(order), done / max(dt, 1e-9))
+    out = np.stack([cache.get(k) for k in keys]) if keys else np.zeros((0, self.dim), np.float16)
+    if not self.dim and len(out):
+      self.dim = out.shape[1]
+    return out
+
+
+def from_config(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
+  ws = workspace_of(cfg)
+  if not cfg.get("encoder"):
+    raise ValueError("features.encoder must name a store model (e.g. minilm-l6)")
+  cache_dir = cfg.get("cache_dir") or str(ws.data_dir / "encoder_cache")
+  return EncoderFeaturizer(str(ws.root), cfg["encoder"], cache_dir, int(cfg.get("max_tokens", 64)),
+                           int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)),
+                           lexical_sim=bool(cfg.get("lexical_sim", False)))
+
+
+def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
+  texts = features.cell_texts(notebooks)
+  if not texts:
+    return []
+  vecs = f.vectors(texts).astype(np.float32)
+  unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-6)
+
+  def sims(nb, rows, perm):
+    u = unit[rows][perm]
+    out = {"sim": (u @ u.T).astype(np.float16)}
+    if f.lexical_sim:
+      out["sim_lex"] = bow.lexical_sim([nb.sources[i] for i in perm]).astype(np.float16)
+    return out
+
+  return features.per_notebook(notebooks, {"vec": vecs.astype(np.float16)}, sims)
+
+
+def fit_items(cfg: Mapping[str, Any], notebooks: Sequence[Notebook]):
+  f = from_config(cfg)
+  return f, items(f, notebooks)
+
+
+def save(featurizer: EncoderFeaturizer, workdir: str | Path) -> Path:
+  return save_settings("encoder", featurizer, workdir)
+
+
+def load(workdir: str | Path) -> EncoderFeaturizer:
+  return EncoderFeaturizer(**load_settings("encoder", workdir))
+
+
+def encode_notebooks(cfg: Mapping[str, Any], notebooks: Iterable[Notebook]) -> int:
+  """Fills the vector cache for every cell of `notebooks`; returns the cached count."""
+  f = from_config(cfg)
+  f.vectors(features.cell_texts(notebooks))
+  return len(f.cache())

@@ -1,0 +1,121 @@
+"""features.kind "subword": per-cell token ids of a stored tokenizer (or a stored model's).
+
+`tokens` [n_cells, max_tokens] int32, padded with the tokenizer's pad id. The
+pointwise ranker builds its "markdown + sampled code" sequences from these
+inside the model, and the cell-level ranker can fine-tune an encoder on them end
+to end. The tokenizer is read from the store named in the config (workspace
+passed in, never read from the environment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from jaxrank import features, io_utils, store
+from jaxrank.data import batching
+from jaxrank.data.types import Notebook
+
+SETTINGS = "encoder_features.json"  # the subword / encoder featurizers' saved settings
+
+
+def workspace_of(cfg: Mapping[str, Any]) -> store.Workspace:
+  root = cfg.get("workspace") or ""
+  if not root:
+    raise ValueError("features.workspace is empty: set it to the workspace root that holds "
+                     "models/ and tokenizers/ (e.g. --config.features.workspace=workspace)")
+  return store.Workspace(root)
+
+
+def clean_text(text: str, max_chars: int) -> str:
+  """Cell text as the encoders see it: truncated (huge cells cost time, not signal)."""
+  return text[:max_chars] if text else ""
+
+
+def tokenize(tok, texts: Sequence[str], max_tokens: int, max_chars: int) -> np.ndarray:
+  """[len(texts), max_tokens] int32 ids (with the tokenizer's specials), pad-padded."""
+  out = np.full((len(texts), max_tokens), tok.pad_token_id, np.int32)
+  if not texts:
+    return out
+  enc = tok([clean_text(t, max_chars) or " " for t in texts], truncation=True,
+            max_length=max_tokens, add_special_tokens=True)["input_ids"]
+  for i, ids in enumerate(enc):
+    out[i, :len(ids)] = ids
+  return out
+
+
+@dataclasses.dataclass
+class SubwordFeaturizer:
+  """Token ids per cell from a stored tokenizer (`tokenizer` = a store name)."""
+
+  workspace: str
+  tokenizer: str
+  max_tokens: int = 64
+  max_chars: int = 2000
+  _tok: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def tok(self):
+    if self._tok is None:
+      self._tok = store.load_tokenizer(store.Workspace(self.workspace), self.tokenizer,
+                                       check_hashes=False)
+    return self._tok
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.tok)
+
+  @property
+  def pad_id(self) -> int:
+    return int(self.tok.pad_token_id)
+
+  def to_json(self) -> dict[str, Any]:
+    return {"workspace": self.workspace, "tokenizer": self.tokenizer,
+            "max_tokens": self.max_tokens, "max_chars": self.max_chars}
+
+
+def from_config(cfg: Mapping[str, Any]) -> SubwordFeaturizer:
+  ws = workspace_of(cfg)
+  name = cfg.get("tokenizer") or cfg.get("encoder")
+  if not name:
+    raise ValueError("features.tokenizer (or features.encoder) must name a store tokenizer/model")
+  return SubwordFeaturizer(str(ws.root), name, int(cfg.get("max_tokens", 64)),
+                           int(cfg.get("max_chars", 2000)))
+
+
+def items(f: SubwordFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
+  ids = tokenize(f.tok, features.cell_texts(notebooks), f.max_tokens, f.max_chars)
+  return features.per_notebook(notebooks, {"tokens": ids})
+
+
+def fit_items(cfg: Mapping[str, Any], notebooks: Sequence[Notebook]):
+  f = from_config(cfg)
+  return f, items(f, notebooks)
+
+
+def save_settings(kind: str, featurizer, workdir: str | Path) -> Path:
+  path = Path(workdir) / features.FOLDER / SETTINGS
+  io_utils.atomic_write_json(path, {"type": kind, **featurizer.to_json()})
+  return path
+
+
+def load_settings(kind: str, workdir: str | Path) -> dict[str, Any]:
+  path = Path(workdir) / features.FOLDER / SETTINGS
+  if not path.exists():
+    raise FileNotFoundError(f"{path} missing: not a subword/encoder-feature run")
+  d = json.loads(path.read_text())
+  if d.pop("type") != kind:
+    raise ValueError(f"{path}: saved for features.kind {d.get('type')!r}, not {kind!r}")
+  return d
+
+
+def save(featurizer: SubwordFeaturizer, workdir: str | Path) -> Path:
+  return save_settings("subword", featurizer, workdir)
+
+
+def load(workdir: str | Path) -> SubwordFeaturizer:
+  return SubwordFeaturizer(**load_settings("subword", workdir))
