@@ -14,8 +14,8 @@
 4. Training: `jaxrank.loop` (AdamW with warmup + cosine and clipping,
    batches sharded over the "data" mesh axis, params replicated); Orbax
    checkpoints in the workdir, auto-resume.
-5. Saving: the encoder is written as a Hugging Face RoBERTa folder (config.json,
-   model.safetensors in PyTorch layout, tokenizer files) and imported with
+5. Saving: the encoder is written as a Hugging Face RoBERTa folder (`jaxrank.hf`:
+   config.json, model.safetensors in PyTorch layout, tokenizer files) and imported with
    `jaxrank.store.import_model`, so it loads like any other stored model
    (`store.load_encoder(ws, name)`) and the rankers start from it by name.
 """
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import checkpoint, io_utils, loop, store
+from jaxrank import checkpoint, hf, loop, store
 from jaxrank.models import roberta
 from jaxrank.text import subword
 
@@ -103,78 +103,12 @@ def mlm_loss(logits_BxLxV, labels_BxL):
   return (nll * valid).sum() / n, acc
 
 
-# ----------------------------------------------------------------------------------------
-# Hugging Face export (inverse of roberta.params_from_hf).
-# ----------------------------------------------------------------------------------------
-def hf_model_type(cfg: roberta.EncoderConfig) -> str:
-  """"roberta" (positions offset past the pad id) or "bert" (positions from 0)."""
-  return "bert" if cfg.position_offset == 0 else "roberta"
-
-
-def params_to_hf(params: Mapping[str, Any], cfg: roberta.EncoderConfig) -> dict[str, np.ndarray]:
-  """Encoder params -> a BERT/RoBERTa state dict in PyTorch layout (`bert.`/`roberta.` names,
-  [out, in]); the family follows `cfg.position_offset`."""
-  p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  out: dict[str, np.ndarray] = {}
-  prefix = hf_model_type(cfg)
-  e = f"{prefix}.embeddings"
-  out[f"{e}.word_embeddings.weight"] = p["embeddings"]["word"]["embedding"]
-  out[f"{e}.position_embeddings.weight"] = p["embeddings"]["position"]["embedding"]
-  out[f"{e}.token_type_embeddings.weight"] = p["embeddings"]["token_type"]["embedding"]
-  out[f"{e}.LayerNorm.weight"] = p["embeddings"]["norm"]["scale"]
-  out[f"{e}.LayerNorm.bias"] = p["embeddings"]["norm"]["bias"]
-  h = cfg.hidden_size
-
-  def linear(stem, d):
-    out[f"{stem}.weight"] = np.ascontiguousarray(d["kernel"].T)
-    out[f"{stem}.bias"] = d["bias"]
-
-  def norm(stem, d):
-    out[f"{stem}.weight"], out[f"{stem}.bias"] = d["scale"], d["bias"]
-
-  for i in range(cfg.num_layers):
-    lp, s = p[f"layer_{i}"], f"{prefix}.encoder.layer.{i}"
-    qkv = lp["attention"]["qkv"]
-    for j, n in enumerate(("query", "key", "value")):
-      linear(f"{s}.attention.self.{n}", {"kernel": qkv["kernel"][:, j * h:(j + 1) * h],
-                                         "bias": qkv["bias"][j * h:(j + 1) * h]})
-    linear(f"{s}.attention.output.dense", lp["attention"]["out"])
-    norm(f"{s}.attention.output.LayerNorm", lp["attention_norm"])
-    linear(f"{s}.intermediate.dense", lp["mlp_in"])
-    linear(f"{s}.output.dense", lp["mlp_out"])
-    norm(f"{s}.output.LayerNorm", lp["mlp_norm"])
-  return {k: np.ascontiguousarray(v) for k, v in out.items()}
-
-
-def hf_config(cfg: roberta.EncoderConfig, tok) -> dict[str, Any]:
-  model_type = hf_model_type(cfg)
-  return {
-      "model_type": model_type,
-      "architectures": ["RobertaForMaskedLM" if model_type == "roberta" else "BertModel"],
-      "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
-      "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-      "intermediate_size": cfg.intermediate_size,
-      "max_position_embeddings": cfg.max_position_embeddings,
-      "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps,
-      "hidden_act": cfg.hidden_act, "pad_token_id": cfg.pad_token_id,
-      "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-      "hidden_dropout_prob": cfg.hidden_dropout,
-      "attention_probs_dropout_prob": cfg.attention_dropout,
-      "initializer_range": cfg.initializer_range, "position_embedding_type": "absolute",
-  }
-
-
 def save_to_store(ws: store.Workspace, name: str, params, cfg: roberta.EncoderConfig, tok,
                   *, source_label: str) -> dict[str, Any]:
-  """Writes an HF BERT/RoBERTa folder for `params` and imports it as models/NAME."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  """Writes an HF BERT/RoBERTa folder for `params` (`hf.write_folder`) and imports it as
+  models/NAME."""
   with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
-    folder = Path(tmp) / "hf"
-    folder.mkdir()
-    io_utils.atomic_write_json(folder / "config.json", hf_config(cfg, tok))
-    save_file(params_to_hf(params, cfg), str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
-    tok.save_pretrained(str(folder))
+    folder = hf.write_folder(Path(tmp) / "hf", params, cfg, tok)
     return store.import_model(ws, folder, name, source_label=source_label)
 
 

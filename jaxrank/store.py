@@ -70,17 +70,6 @@ TOKENIZER = "tokenizer"
 KINDS = (MODEL, TOKENIZER)
 
 # Files a tokenizer may consist of (transformers' save_pretrained names).
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
-)
-# Weight files, in order of preference.
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-FLAX_MSGPACK = "flax_model.msgpack"
-PYTORCH_BIN = "pytorch_model.bin"
-PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
-
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 log = logging.getLogger(__name__)
@@ -344,12 +333,14 @@ def resolve_source(src: str | os.PathLike) -> tuple[Path, str]:
   for f in files:
     parent, _, base = f.as_posix().rpartition("/")
     by_dir.setdefault(parent, set()).add(base)
-  weights = {SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN, PYTORCH_BIN_INDEX}
+  from jaxrank import hf  # pylint: disable=g-import-not-at-top  # heavy (jax), see import_model
+  weights = {hf.SAFETENSORS, hf.SAFETENSORS_INDEX, hf.FLAX_MSGPACK, hf.PYTORCH_BIN,
+             hf.PYTORCH_BIN_INDEX}
   found = sorted(d for d, names in by_dir.items() if "config.json" in names and names & weights)
   label = f"pip:{dist.metadata['Name']}=={dist.version}"
   if not found:
     raise SourceError(f"package {label} ships no model folder (config.json beside "
-                      f"{SAFETENSORS} or another weights file)")
+                      f"{hf.SAFETENSORS} or another weights file)")
   if len(found) > 1:
     raise SourceError(f"package {label} ships several model folders {found}; pass the "
                       "folder path instead")
@@ -371,144 +362,6 @@ def _find_distribution(name: str) -> importlib.metadata.Distribution | None:
     except importlib.metadata.PackageNotFoundError:
       continue
   return None
-
-
-@dataclasses.dataclass(frozen=True)
-class HFFolder:
-  """What an importable Hugging Face model folder holds (validated, nothing loaded yet)."""
-
-  folder: Path
-  hf_config: dict[str, Any]
-  encoder_config: roberta.EncoderConfig
-  weights_format: str  # "safetensors" | "flax_msgpack" | "pytorch_pickle"
-  weight_files: tuple[Path, ...]
-  tokenizer_files: tuple[Path, ...]
-
-
-def inspect_hf_folder(folder: Path, allow_pickle: bool = False) -> HFFolder:
-  """Checks config, architecture, weights and tokenizer files exist; raises SourceError."""
-  folder = Path(folder)
-  cfg_path = folder / "config.json"
-  if not cfg_path.is_file():
-    raise SourceError(f"{folder}: no config.json (not a Hugging Face model folder)")
-  try:
-    hf_config = json.loads(cfg_path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise SourceError(f"{cfg_path}: not valid JSON ({e})") from None
-  if not isinstance(hf_config, dict):
-    raise SourceError(f"{cfg_path}: expected a JSON object")
-  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
-  try:
-    enc_cfg = roberta.EncoderConfig.from_hf(hf_config)
-  except ValueError as e:
-    raise SourceError(f"{cfg_path}: {e}") from None
-  fmt, weights = _find_weights(folder, allow_pickle)
-  tok_files = tuple(folder / n for n in TOKENIZER_FILES if (folder / n).is_file())
-  if not tok_files:
-    raise SourceError(f"{folder}: no tokenizer files (expected tokenizer.json, or vocab.txt, "
-                      "or vocab.json + merges.txt)")
-  return HFFolder(folder, hf_config, enc_cfg, fmt, weights, tok_files)
-
-
-def _find_weights(folder: Path, allow_pickle: bool) -> tuple[str, tuple[Path, ...]]:
-  def sharded(index_name: str) -> tuple[Path, ...]:
-    index = folder / index_name
-    try:
-      weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise SourceError(f"{index}: not a valid shard index ({e!r})") from None
-    names = sorted(set(weight_map.values()))
-    bad = [s for s in names if not isinstance(s, str) or Path(s).name != s or s.startswith(".")]
-    if bad:
-      raise SourceError(f"{index}: shard names must be plain file names, got {bad[:3]}")
-    shards = tuple(folder / s for s in names)
-    missing = [s.name for s in shards if not s.is_file()]
-    if missing:
-      raise SourceError(f"{index} names shards that are missing: {missing}")
-    return (index,) + shards
-
-  if (folder / SAFETENSORS).is_file():
-    return "safetensors", (folder / SAFETENSORS,)
-  if (folder / SAFETENSORS_INDEX).is_file():
-    return "safetensors", sharded(SAFETENSORS_INDEX)
-  if (folder / FLAX_MSGPACK).is_file():
-    return "flax_msgpack", (folder / FLAX_MSGPACK,)
-  has_bin = (folder / PYTORCH_BIN).is_file() or (folder / PYTORCH_BIN_INDEX).is_file()
-  if has_bin and not allow_pickle:
-    raise SourceError(
-        f"{folder}: only {PYTORCH_BIN} weights, a Python pickle: loading a pickle can run "
-        "arbitrary code. Convert it to safetensors, or pass allow_pickle=True "
-        "(--allow_pickle) if you trust where it came from (needs torch).")
-  if has_bin:
-    if (folder / PYTORCH_BIN).is_file():
-      return "pytorch_pickle", (folder / PYTORCH_BIN,)
-    return "pytorch_pickle", sharded(PYTORCH_BIN_INDEX)
-  present = sorted(p.name for p in folder.iterdir())
-  raise SourceError(f"{folder}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                    f"{FLAX_MSGPACK} or, with allow_pickle, {PYTORCH_BIN}); the folder holds "
-                    f"{present}")
-
-
-def load_hf_tensors(src: HFFolder) -> dict[str, np.ndarray]:
-  """Reads all weight tensors of `src` as numpy arrays (float32 for floating point)."""
-  tensors: dict[str, np.ndarray] = {}
-  for path in src.weight_files:
-    if path.name.endswith(".index.json"):
-      continue
-    if src.weights_format == "safetensors":
-      part = _read_safetensors(path)
-    elif src.weights_format == "flax_msgpack":
-      part = _read_flax_msgpack(path)
-    else:
-      part = _read_torch_pickle(path)
-    dup = set(part) & set(tensors)
-    if dup:
-      raise SourceError(f"{path}: tensor {sorted(dup)[0]!r} also appears in another shard")
-    tensors.update(part)
-  return tensors
-
-
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-  from safetensors import SafetensorError, safe_open  # pylint: disable=g-import-not-at-top
-  try:
-    # numpy framework: no torch, no pickle; bfloat16 comes back via ml_dtypes.
-    with safe_open(str(path), framework="numpy") as f:
-      return {key: _widen(f.get_tensor(key)) for key in f.keys()}
-  except SafetensorError as e:
-    raise SourceError(f"{path}: cannot read safetensors ({e}); the file is truncated or "
-                      "not a safetensors file") from None
-
-
-def _read_flax_msgpack(path: Path) -> dict[str, np.ndarray]:
-  from flax import serialization, traverse_util  # pylint: disable=g-import-not-at-top
-  try:
-    tree = serialization.msgpack_restore(path.read_bytes())
-  except Exception as e:  # msgpack raises several unrelated types
-    raise SourceError(f"{path}: cannot read Flax msgpack ({e})") from None
-  if not isinstance(tree, dict):
-    raise SourceError(f"{path}: expected a dict of parameters")
-  if set(tree) == {"params"}:
-    tree = tree["params"]
-  flat = traverse_util.flatten_dict(tree, sep=".")
-  return {k: _widen(np.asarray(v)) for k, v in flat.items()}
-
-
-def _read_torch_pickle(path: Path) -> dict[str, np.ndarray]:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise SourceError(f"{path}: reading {PYTORCH_BIN} needs torch, which is not installed "
-                      "here; convert it to safetensors where torch is available") from None
-  try:
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-  except Exception as e:
-    raise SourceError(f"{path}: torch.load failed ({e})") from None
-  return {k: _widen((v.float() if v.is_floating_point() else v).numpy())
-          for k, v in state.items()}
-
-
-def _widen(a: np.ndarray) -> np.ndarray:
-  return a.astype(np.float32) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
 
 
 # ----------------------------------------------------------------------------------------
@@ -538,10 +391,15 @@ def import_model(ws: Workspace, src: str | os.PathLike, name: str, *,
       architecture, shape mismatch, pickle without allow_pickle, ...).
     EntryExistsError: `name` holds a different model.
   """
+  # jax/flax/safetensors (via jaxrank.hf): heavy, and listing entries needs none of them.
+  from jaxrank import hf  # pylint: disable=g-import-not-at-top
   from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
   validate_name(name)
   folder, described = resolve_source(src)
-  info = inspect_hf_folder(folder, allow_pickle=allow_pickle)
+  try:
+    info = hf.inspect_hf_folder(folder, allow_pickle=allow_pickle)
+  except hf.SourceError as e:
+    raise SourceError(str(e)) from None
   roles = {"config.json": folder / "config.json"}
   roles.update({f"weights/{p.name}": p for p in info.weight_files})
   roles.update({f"tokenizer/{p.name}": p for p in info.tokenizer_files})
@@ -552,10 +410,12 @@ def import_model(ws: Workspace, src: str | os.PathLike, name: str, *,
 
   cfg = info.encoder_config
   try:
-    params = roberta.params_from_hf(load_hf_tensors(info), cfg)
+    tensors = hf.load_hf_tensors(info)
+  except hf.SourceError as e:
+    raise SourceError(str(e)) from None
+  try:
+    params = hf.params_from_hf(tensors, cfg)
   except ValueError as e:
-    if isinstance(e, SourceError):
-      raise
     raise SourceError(f"{folder}: weights do not fit config.json: {e}") from None
 
   try:
@@ -592,9 +452,10 @@ def import_tokenizer(ws: Workspace, folder: str | os.PathLike, name: str) -> dic
   folder = Path(folder).expanduser().absolute()
   if not folder.is_dir():
     raise SourceError(f"tokenizer folder {folder} does not exist")
-  files = tuple(folder / n for n in TOKENIZER_FILES if (folder / n).is_file())
+  from jaxrank import hf  # pylint: disable=g-import-not-at-top  # heavy (jax), see import_model
+  files = tuple(folder / n for n in hf.TOKENIZER_FILES if (folder / n).is_file())
   if not files:
-    raise SourceError(f"{folder}: no tokenizer files (expected one of {TOKENIZER_FILES})")
+    raise SourceError(f"{folder}: no tokenizer files (expected one of {hf.TOKENIZER_FILES})")
   fingerprint = _fingerprint(TOKENIZER, {p.name: p for p in files})
   dest = ws.entry_dir(name, TOKENIZER)
   if dest.exists():

@@ -15,6 +15,7 @@ import pytest
 
 from experiments.configs import pair_finetune as pair_config
 from experiments.configs import pretrain as pretrain_config
+from jaxrank import hf as hf_io
 from jaxrank import loop, pair_finetune, pretrain, store, train
 from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
@@ -44,7 +45,7 @@ def test_hf_export_round_trips_through_params_from_hf():
                               intermediate_size=32, max_position_embeddings=40,
                               type_vocab_size=1, pad_token_id=1, position_offset=2)
   params = roberta.init_params(cfg, jax.random.key(0))
-  back = roberta.params_from_hf(pretrain.params_to_hf(params, cfg), cfg)
+  back = hf_io.params_from_hf(hf_io.params_to_hf(params, cfg), cfg)
   for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(back), strict=True):
     np.testing.assert_array_equal(np.asarray(x), y)
 
@@ -110,13 +111,13 @@ def test_hf_export_config_round_trips_for_both_families(offset, type_vocab):
                               type_vocab_size=type_vocab, pad_token_id=offset and 1,
                               position_offset=offset, layer_norm_eps=1e-12)
   tok = type("Tok", (), {"bos_token_id": None, "eos_token_id": None})()
-  hf = pretrain.hf_config(cfg, tok)
+  hf = hf_io.hf_config(cfg, tok)
   assert hf["model_type"] == ("bert" if offset == 0 else "roberta")
   assert roberta.EncoderConfig.from_hf(hf) == cfg
   params = roberta.init_params(cfg, jax.random.key(0))
-  tensors = pretrain.params_to_hf(params, cfg)
+  tensors = hf_io.params_to_hf(params, cfg)
   assert all(k.startswith(hf["model_type"] + ".") for k in tensors)
-  back = roberta.params_from_hf(tensors, cfg)
+  back = hf_io.params_from_hf(tensors, cfg)
   for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(back), strict=True):
     np.testing.assert_array_equal(np.asarray(x), y)
 

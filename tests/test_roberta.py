@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrank import hf as hf_io
 from jaxrank import store
 from jaxrank.models import roberta
 
@@ -245,7 +246,7 @@ def test_params_from_hf_naming_variants_agree():
   hf = tiny_bert_hf_config(50)
   cfg = roberta.EncoderConfig.from_hf(hf)
   pt = random_pt_tensors(hf)
-  ref = roberta.params_from_hf(pt, cfg)
+  ref = hf_io.params_from_hf(pt, cfg)
   # Same weights with a task-model prefix and TF-era gamma/beta LayerNorm names.
   prefixed = {("bert." + k).replace("LayerNorm.weight", "LayerNorm.gamma")
               .replace("LayerNorm.bias", "LayerNorm.beta"): v for k, v in pt.items()}
@@ -262,7 +263,7 @@ def test_params_from_hf_naming_variants_agree():
       flax_named[f"{stem}.kernel"] = v.T
     else:
       flax_named[k] = v
-  for other in (roberta.params_from_hf(prefixed, cfg), roberta.params_from_hf(flax_named, cfg)):
+  for other in (hf_io.params_from_hf(prefixed, cfg), hf_io.params_from_hf(flax_named, cfg)):
     jax.tree.map(np.testing.assert_array_equal, ref, other)
   # The fused QKV kernel holds q | k | v, transposed from torch's [out, in].
   np.testing.assert_array_equal(ref["layer_1"]["attention"]["qkv"]["kernel"][:, 32:64],
@@ -280,11 +281,11 @@ def test_params_from_hf_errors_name_the_tensor():
   missing = dict(pt)
   del missing["encoder.layer.1.output.dense.weight"]
   with pytest.raises(ValueError, match=r"missing tensor 'encoder\.layer\.1\.output\.dense"):
-    roberta.params_from_hf(missing, cfg)
+    hf_io.params_from_hf(missing, cfg)
   with pytest.raises(ValueError, match=r"word_embeddings.*shape \(50, 32\).*\(60, 32\)"):
-    roberta.params_from_hf(pt, cfg.replace(vocab_size=60))
+    hf_io.params_from_hf(pt, cfg.replace(vocab_size=60))
   with pytest.raises(ValueError, match="more layers"):
-    roberta.params_from_hf(pt, cfg.replace(num_layers=1))
+    hf_io.params_from_hf(pt, cfg.replace(num_layers=1))
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def tiny():
   """One layer (XLA:CPU compiles dominate these tests); rows: full, padded, garbage-padded."""
   hf = tiny_bert_hf_config(50, num_hidden_layers=1)
   cfg = roberta.EncoderConfig.from_hf(hf)
-  params = jax.tree.map(jnp.asarray, roberta.params_from_hf(random_pt_tensors(hf), cfg))
+  params = jax.tree.map(jnp.asarray, hf_io.params_from_hf(random_pt_tensors(hf), cfg))
   rng = np.random.default_rng(1)
   ids = rng.integers(5, 50, (3, 10)).astype(np.int32)
   mask = np.array([[1] * 10, [1] * 6 + [0] * 4, [1] * 6 + [0] * 4], np.int32)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jaxrank import hf as hf_io
 from jaxrank import store
 from jaxrank.models import roberta
 from tests.test_roberta import make_bert_tokenizer, make_tiny_bert_folder
@@ -101,7 +102,7 @@ def test_import_and_load_round_trip(ws, sources):
   assert json.loads((d / store.MANIFEST).read_text()) == manifest
   hf = json.loads((src / "config.json").read_text())
   cfg = roberta.EncoderConfig.from_hf(hf)
-  expected = roberta.params_from_hf(load_file(str(src / "model.safetensors")), cfg)
+  expected = hf_io.params_from_hf(load_file(str(src / "model.safetensors")), cfg)
   assert manifest["name"] == "tiny" and manifest["kind"] == "model"
   assert manifest["source"] == str(src) and manifest["architecture"] == "bert"
   assert manifest["parameter_count"] == roberta.count_params(expected)
@@ -273,7 +274,7 @@ def test_bad_sources_leave_store_unchanged(ws, sources, tmp_path):
   pickle_only = _broken_copy(sources, tmp_path, "pickle_only")
   (pickle_only / "model.safetensors").rename(pickle_only / "pytorch_model.bin")
   no_tokenizer = _broken_copy(sources, tmp_path, "no_tokenizer")
-  for f in store.TOKENIZER_FILES:
+  for f in hf_io.TOKENIZER_FILES:
     (no_tokenizer / f).unlink(missing_ok=True)
 
   cases = [

@@ -8,7 +8,7 @@ One module, `Encoder`, covers both families; they differ only in config:
   `position_offset = pad_token_id + 1`; `type_vocab_size` is 1.
 
 Post-LayerNorm transformer blocks as in the original papers. The Q, K and V
-projections are fused into one `(H, 3H)` matmul (`params_from_hf` concatenates
+projections are fused into one `(H, 3H)` matmul (`jaxrank.hf.params_from_hf` concatenates
 the three HF matrices). Attention goes through `jax.nn.dot_product_attention`
 unless attention dropout is active in training (that op has no dropout), when an
 explicit einsum path is used; both compute the softmax in float32. Measured on
@@ -26,7 +26,7 @@ Together: bfloat16 step 0.82 s -> 0.60 s, float32 0.94 s -> 0.93 s.
 Usage:
 
   cfg = EncoderConfig.from_hf(json.load(open("config.json")))
-  params = params_from_hf(safetensors.numpy.load_file("model.safetensors"), cfg)
+  params = hf.params_from_hf(safetensors.numpy.load_file("model.safetensors"), cfg)  # jaxrank.hf
   hidden_BxLxH = Encoder(cfg).apply({"params": params}, ids_BxL, mask_BxL)
   vecs_BxH = mean_pool(hidden_BxLxH, mask_BxL)
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -408,112 +407,3 @@ def abstract_params(cfg: EncoderConfig) -> Params:
 
 def count_params(params: Params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
-# ----------------------------------------------------------------------------------------
-# Hugging Face weights -> our params.
-# ----------------------------------------------------------------------------------------
-
-# Leading prefixes of task models (BertForMaskedLM, RobertaForSequenceClassification, ...).
-_PREFIXES = ("bert.", "roberta.")
-# Tensors of heads and buffers an encoder does not use.
-_IGNORED = re.compile(r"^(pooler\.|cls\.|lm_head\.|classifier\.|qa_outputs\.|"
-                      r"embeddings\.position_ids$|embeddings\.token_type_ids$)")
-# Old TF-converted BERT checkpoints name LayerNorm params gamma/beta; Flax uses scale.
-_LEAF_ALIASES = {"gamma": "weight", "beta": "bias", "scale": "weight"}
-
-
-def _canonical(name: str) -> str:
-  for p in _PREFIXES:
-    if name.startswith(p):
-      return name[len(p):]
-  return name
-
-
-def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: EncoderConfig) -> Params:
-  """Converts a Hugging Face BERT/RoBERTa state dict to `Encoder` params.
-
-  Accepts PyTorch naming (`...dense.weight` stored `[out, in]`, as in
-  `model.safetensors` from torch) and Flax naming (`...dense.kernel` `[in, out]`,
-  `LayerNorm.scale`, `...embeddings.embedding`, as transformers' Flax
-  `save_pretrained` writes), with or without a `bert.`/`roberta.` prefix; heads
-  (pooler, MLM, classifier) are ignored. Every tensor's shape is checked against
-  `cfg`; a missing or misshapen tensor raises ValueError naming it.
-  Returns float32 numpy arrays in the tree `Encoder(cfg).init` makes.
-  """
-  # Normalise names: strip prefixes, drop heads, leaf -> weight|bias|kernel|embedding.
-  flat: dict[str, np.ndarray] = {}
-  for raw, value in tensors.items():
-    name = _canonical(raw)
-    if _IGNORED.match(name):
-      continue
-    stem, _, leaf = name.rpartition(".")
-    leaf = _LEAF_ALIASES.get(leaf, leaf)
-    key = f"{stem}.{leaf}"
-    if key in flat:
-      raise ValueError(f"tensor {raw!r} duplicates another tensor after name normalisation")
-    flat[key] = np.asarray(value)
-  used: set[str] = set()
-
-  def take(stem: str, shape: tuple[int, ...], kind: str) -> np.ndarray:
-    """kind: 'linear' (kernel [in,out]), 'embed' (table), 'vector' (bias/LN)."""
-    if kind == "linear":
-      candidates = [(f"{stem}.kernel", False), (f"{stem}.weight", True)]
-    elif kind == "embed":
-      candidates = [(f"{stem}.embedding", False), (f"{stem}.weight", False)]
-    else:
-      candidates = [(stem, False)]
-    for key, transpose in candidates:
-      if key in flat:
-        arr = flat[key]
-        if transpose:
-          arr = arr.T
-        if tuple(arr.shape) != tuple(shape):
-          want = tuple(shape)[::-1] if transpose else tuple(shape)  # in the file's layout
-          raise ValueError(f"tensor {key!r} has shape {tuple(flat[key].shape)}; the config "
-                           f"implies {want}")
-        used.add(key)
-        return np.asarray(arr, dtype=np.float32)
-    raise ValueError(f"missing tensor {candidates[0][0]!r} (or {candidates[-1][0]!r})")
-
-  h, inter = cfg.hidden_size, cfg.intermediate_size
-
-  def layer_norm(stem):
-    return {"scale": take(f"{stem}.weight", (h,), "vector"),
-            "bias": take(f"{stem}.bias", (h,), "vector")}
-
-  def linear(stem, n_in, n_out):
-    return {"kernel": take(stem, (n_in, n_out), "linear"),
-            "bias": take(f"{stem}.bias", (n_out,), "vector")}
-
-  e = "embeddings"
-  params: Params = {"embeddings": {
-      "word": {"embedding": take(f"{e}.word_embeddings", (cfg.vocab_size, h), "embed")},
-      "position": {"embedding": take(f"{e}.position_embeddings",
-                                     (cfg.max_position_embeddings, h), "embed")},
-      "token_type": {"embedding": take(f"{e}.token_type_embeddings",
-                                       (cfg.type_vocab_size, h), "embed")},
-      "norm": layer_norm(f"{e}.LayerNorm"),
-  }}
-  for i in range(cfg.num_layers):
-    p = f"encoder.layer.{i}"
-    q, k, v = (linear(f"{p}.attention.self.{n}", h, h) for n in ("query", "key", "value"))
-    params[f"layer_{i}"] = {
-        "attention": {
-            "qkv": {"kernel": np.concatenate([q["kernel"], k["kernel"], v["kernel"]], axis=1),
-                    "bias": np.concatenate([q["bias"], k["bias"], v["bias"]])},
-            "out": linear(f"{p}.attention.output.dense", h, h),
-        },
-        "attention_norm": layer_norm(f"{p}.attention.output.LayerNorm"),
-        "mlp_in": linear(f"{p}.intermediate.dense", h, inter),
-        "mlp_out": linear(f"{p}.output.dense", inter, h),
-        "mlp_norm": layer_norm(f"{p}.output.LayerNorm"),
-    }
-  extra = sorted(set(flat) - used)
-  extra_layers = [k for k in extra if re.match(r"encoder\.layer\.\d+\.", k)]
-  if extra_layers:
-    raise ValueError(f"the weights have more layers than the config's num_layers="
-                     f"{cfg.num_layers}: e.g. {extra_layers[0]!r}")
-  if extra:
-    raise ValueError(f"unexpected tensors (not a plain BERT/RoBERTa encoder?): {extra[:5]}")
-  return params
