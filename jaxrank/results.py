@@ -47,14 +47,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from jaxrank import io_utils
+from jaxrank import io_utils, submission
 
 if TYPE_CHECKING:
   import pandas as pd
 
 TAU_KEY = "kendall_tau"
 STATUSES = ("running", "preempted", "done", "failed")
-SPLITS = ("train", "val")
 # The split whose eval metrics go unprefixed into the results table.
 PRIMARY_SPLITS = ("val", "valid", "test")
 
@@ -279,20 +278,7 @@ class RunRecorder:
     path = self.workdir / PREDICTIONS_DIR / f"{split}.csv"
     if not self.enabled:
       return path
-    try:
-      from jaxrank import submission  # pylint: disable=g-import-not-at-top
-      write_submission = submission.write_submission
-    except (ImportError, AttributeError):
-      write_submission = None
-    if write_submission is not None:
-      return Path(write_submission(path, preds))
-    lines = ["id,cell_order"]
-    for nb_id, order in preds.items():
-      if isinstance(order, str):
-        raise ValueError(f"{path}: notebook {nb_id}: cell order must be a sequence of "
-                         f"cell ids, got the string {order[:40]!r}")
-      lines.append(f"{nb_id},{' '.join(order)}")
-    return io_utils.atomic_write_text(path, "\n".join(lines) + "\n")
+    return Path(submission.write_submission(path, preds))
 
   def make_plots(self) -> list[Path]:
     """Draws plots/training_curves.png and plots/tau_by_length_{split}.png."""

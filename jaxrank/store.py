@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 # jax, flax (via jaxrank.models.roberta), orbax and transformers are imported inside
 # the functions that need them: listing, verifying and removing entries are plain
-# file operations and stay fast (~0.3 s instead of ~3 s for `experiments.models list`).
+# file operations and stay fast (~0.3 s instead of ~3 s for `experiments.store list`).
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -278,10 +278,6 @@ def list_entries(ws: Workspace, kind: str = MODEL) -> list[dict[str, Any]]:
 
 def list_models(ws: Workspace) -> list[dict[str, Any]]:
   return list_entries(ws, MODEL)
-
-
-def list_tokenizers(ws: Workspace) -> list[dict[str, Any]]:
-  return list_entries(ws, TOKENIZER)
 
 
 def stale_temp_dirs(ws: Workspace) -> list[Path]:

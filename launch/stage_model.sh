@@ -7,12 +7,12 @@
 #
 # Downloads only config.json, safetensors weights and tokenizer files (never
 # pytorch_model.bin pickles) into a temp folder, then runs
-# `python -m experiments.models import` on it, recording "hf:HUB_ID@COMMIT" as
+# `python -m experiments.store import` on it, recording "hf:HUB_ID@COMMIT" as
 # the source. Env: JAXRANK_HOME (required: the shared workspace), PYTHON
 # (default: the repo's .venv, else python3), REVISION (default: main).
 #
 # Testing: only the import half is exercised by tests (tests/test_store.py runs
-# the same `experiments.models import` on local folders); the download half
+# the same `experiments.store import` on local folders); the download half
 # needs the hub and cannot run in CI.
 set -euo pipefail
 
@@ -54,7 +54,7 @@ fi
 
 # Import half (offline): the same command users run on local folders.
 cd "$REPO"
-HF_HUB_OFFLINE=1 "$PYTHON" -m experiments.models import \
+HF_HUB_OFFLINE=1 "$PYTHON" -m experiments.store import \
   --workspace="$JAXRANK_HOME" --src="$STAGE/model" --name="$NAME" \
   --source_label="hf:$HUB_ID@$COMMIT"
-HF_HUB_OFFLINE=1 "$PYTHON" -m experiments.models verify "$NAME" --workspace="$JAXRANK_HOME"
+HF_HUB_OFFLINE=1 "$PYTHON" -m experiments.store verify "$NAME" --workspace="$JAXRANK_HOME"

@@ -164,7 +164,7 @@ def test_sharding_of_a_batch_is_what_the_mesh_says():
   mesh = loop.make_mesh()
   assert mesh.axis_names == ("data",) and mesh.devices.size == jax.device_count() == 2
   nbs = nb_io.load_split(sample_data_dir(), "train")[:6]
-  items = batching.map_items(nbs, lambda nb: {"vec": np.ones((nb.n_cells, 4), np.float16)})
+  items = [batching.notebook_arrays(nb, {"vec": np.ones((nb.n_cells, 4), np.float16)}) for nb in nbs]
   b = batching.eval_batches(items, buckets=(1024,), cells_per_batch=4096, row_multiple=2)[0]
   arrays = loop.shard_batch(b.arrays, mesh)
   rows = b.arrays["vec"].shape[0]

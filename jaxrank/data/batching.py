@@ -16,7 +16,7 @@ the step).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -160,8 +160,3 @@ def eval_batches(items: Sequence[Arrays], *, buckets: Sequence[int], cells_per_b
       out.append(Batch(collate([items[j] if j >= 0 else None for j in chunk], b),
                        np.array(chunk)))
   return out
-
-
-def map_items(notebooks: Sequence[Notebook],
-              features_fn: Callable[[Notebook], Mapping[str, np.ndarray]]) -> list[Arrays]:
-  return [notebook_arrays(nb, features_fn(nb)) for nb in notebooks]

