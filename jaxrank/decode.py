@@ -188,6 +188,7 @@ def crowded_gaps(probs_MxG: np.ndarray, crowding: float, max_per_gap: int = 8) -
   ties). At most `max_per_gap` cells share a gap unless there are more cells
   than that many slots.
   """
+  # scipy.optimize is slow to import and only the crowded decoder needs it.
   from scipy.optimize import linear_sum_assignment  # pylint: disable=g-import-not-at-top
   if crowding < 0:
     raise ValueError(f"crowding must be >= 0, got {crowding}")

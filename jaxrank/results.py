@@ -47,6 +47,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
+
+import jaxrank
 from jaxrank import io_utils, submission
 
 if TYPE_CHECKING:
@@ -106,8 +109,6 @@ def code_version() -> dict:
   relative paths and their bytes), so two runs with equal `source_sha256` ran
   the same library and entry points.
   """
-  import jaxrank  # pylint: disable=g-import-not-at-top
-
   root = _source_root()
   h = hashlib.sha256()
   n_files = 0
@@ -209,7 +210,7 @@ class RunRecorder:
     self._t0 = time.monotonic()
     info: dict[str, Any] = {"status": "running"}
     try:
-      import jax  # pylint: disable=g-import-not-at-top
+      import jax  # pylint: disable=g-import-not-at-top  # heavy: results CLI runs without it
 
       info["jax_devices"] = [str(d) for d in jax.devices()]
       info["jax_process_count"] = jax.process_count()
@@ -477,8 +478,6 @@ def plot_training_curves(metrics: "pd.DataFrame", path: str | os.PathLike,
 def plot_tau_by_length(per_notebook: "pd.DataFrame", path: str | os.PathLike,
                        title: str = "") -> Path:
   """Kendall tau per notebook against its cell count, with binned means."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   plt = _pyplot()
   df = per_notebook[per_notebook["tau"].notna()]
   fig, ax = plt.subplots(figsize=(6, 3.8))

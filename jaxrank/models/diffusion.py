@@ -2,7 +2,7 @@
 
 The whole notebook is one sample. Every cell is a vector (`cell_vec` [B, C, F]
 when the featurizer provides one, e.g. cached encoder vectors; otherwise the
-BOW `BagEncoder` of `jaxrank.models.bow_mlp` over the TF-IDF bags). Each cell
+BOW `BagEncoder` of `jaxrank.models.layers` over the TF-IDF bags). Each cell
 also carries a scalar *position* in centred units x = 2 * key - 1 (keys as in
 `jaxrank.decode`):
 
@@ -60,37 +60,9 @@ given as 0 at t = 0, and the targets are the same (the gap losses for the gap
 head; L1 of the key for the scalar head). It is the matched pointwise peer in
 `benchmarks/bench_diffusion.py`.
 
-Measured (`python -m benchmarks.bench_diffusion`, fold 0 of nbcorpus: trained on
-989 notebooks, 240 steps each, frozen MiniLM vectors; tau on 150 validation
-notebooks of the unseen repository, ms per notebook on 2 CPU cores):
-
-  model                     K   S    tau    ms/nb
-  TF-IDF + ridge            -   -   0.565    13
-  same net, one-shot        -   -   0.720     6
-  roberta_cells             -   -   0.714     4
-  diffusion                 1   1   0.693    10
-  diffusion                 1   4   0.710    27
-  diffusion                 4   1   0.680    34
-  diffusion                 4   4   0.705    91
-  diffusion                16   1   0.689   120
-  diffusion                16   4   0.707   342
-  diffusion                64   1   0.701   495
-  diffusion                64   4   0.709  1358
-  diffusion                 4  16   0.710   439
-  diffusion                16  16   0.710  1707
-
-  (whole fold, 1,076 notebooks: one-shot 0.737, diffusion K=16 S=1 0.706;
-  all with median decoding. With decode.crowded_gaps (the default,
-  `crowding=2.0`) the one-shot scores 0.741, and 0.752 on a MiniLM
-  pair-fine-tuned on the training fold, jaxrank/pair_finetune.py.)
-
-Samples matter more than steps: averaging the gap probabilities of S
-samples estimates the per-cell posterior marginals, which is what the
-decoder wants; one sample is one draw of a joint order, noisier than the
-marginal. The one-shot network estimates those marginals directly, and
-diffusion approaches it from below as S grows (-0.010 at S = 16) without
-passing it: nothing in the metric rewards the joint consistency of a sample.
-Self-conditioning (on by default) gave +0.006 to +0.016.
+How many steps and samples pay off, and how it compares with the one-shot
+network, is measured in `benchmarks/bench_diffusion.py` (its docstring has the
+table): samples matter more than steps, and the one-shot network stays ahead.
 """
 
 from __future__ import annotations

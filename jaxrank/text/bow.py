@@ -16,6 +16,7 @@ as JSON + .npy (no pickle), so prediction reuses exactly the same features.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 from pathlib import Path
@@ -139,7 +140,6 @@ def _jsonable_params(v: TfidfVectorizer) -> dict:
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
-  import io
   buf = io.BytesIO()
   np.save(buf, a, allow_pickle=False)
   return buf.getvalue()
