@@ -70,7 +70,7 @@ class BowMlpRanker(nn.Module):
     d = cfg.hidden_dim
     is_code, mask = batch["is_code"], batch["cell_mask"]
     n_code_B = batch["n_code"]
-    C = is_code.shape[1]
+    feats = h_BxCxD = None
     if cfg.key_mlp or cfg.use_bilinear:  # the learned cell encoder feeds only these
       h_BxCxD = BagEncoder(cfg.vocab_size, cfg.embed_dim, d, cfg.num_layers, cfg.dropout,
                            cfg.term_dropout, cfg.dtype, name="cells")(
@@ -91,21 +91,16 @@ class BowMlpRanker(nn.Module):
           feats, deterministic)[..., 0].astype(jnp.float32)
     key_BxC = nn.sigmoid(linear_BxC + self.param("key_bias", nn.initializers.zeros, ()))
 
-    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
-    grid = pairs.gaps(n_code_B, C)
-    bilinear = (layers.bilinear_gap_term(self, feats, h_BxCxD, is_code & mask, grid,
-                                         dropout=cfg.dropout, dtype=cfg.dtype,
-                                         deterministic=deterministic)
-                if cfg.use_bilinear else None)
-    # Pair features of (markdown m, gap g), fed to a small MLP shared by all
-    # pairs: distance from the pointwise prediction (the position prior; its
-    # shape is learned, not fixed), and the TF-IDF similarity to the code cell
-    # after the gap (row g) and before it (row g-1), zero at the notebook's ends.
-    feats_pair = layers.prior_and_centre(key_BxC, grid, n_code_B)
-    if cfg.use_similarity:
-      feats_pair += pairs.best_gap_features(batch["sim"].astype(jnp.float32), grid, n_code_B)
-    logits_BxCxG = layers.pair_logits(feats_pair, grid, hidden=cfg.pair_hidden,
-                                      layers=cfg.pair_layers, extra=bilinear)
+    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g). Pair
+    # features of (markdown m, gap g), fed to a small MLP shared by all pairs:
+    # distance from the pointwise prediction (the position prior; its shape is
+    # learned, not fixed), and the TF-IDF similarity to the code cell after the
+    # gap (row g) and before it (row g-1), zero at the notebook's ends.
+    def similarity(grid):
+      return pairs.best_gap_features(batch["sim"].astype(jnp.float32), grid, n_code_B)
+
+    logits_BxCxG = layers.gap_head(self, key_BxC, feats, h_BxCxD, is_code & mask, n_code_B,
+                                   similarity, cfg, deterministic)
     return {"key": key_BxC, "gap_logits": logits_BxCxG}
 
 

@@ -134,6 +134,22 @@ def pair_logits(feats: Sequence[Array], grid: pairs.Gaps, *, hidden: int, layers
   return jnp.where(grid.valid[:, None, :], logits, -1e9)
 
 
+def gap_head(module: nn.Module, key_BxC: Array, query_in: Array | None, h_BxCxD: Array | None,
+             code_BxC: Array, n_code_B: Array, similarity, cfg, deterministic: bool) -> Array:
+  """Gap logits [B, C, G] of the BOW-MLP and the cell ranker: the position-prior features
+  of `key`, plus `similarity(grid)` (a list of [B, C, G] features) with
+  cfg.use_similarity, through the pair MLP (cfg.pair_hidden x cfg.pair_layers), plus the
+  bilinear term of `query_in` and the code cells' `h` with cfg.use_bilinear."""
+  grid = pairs.gaps(n_code_B, key_BxC.shape[1])
+  bilinear = (bilinear_gap_term(module, query_in, h_BxCxD, code_BxC, grid, dropout=cfg.dropout,
+                                dtype=cfg.dtype, deterministic=deterministic)
+              if cfg.use_bilinear else None)
+  feats = prior_and_centre(key_BxC, grid, n_code_B)
+  if cfg.use_similarity:
+    feats += similarity(grid)
+  return pair_logits(feats, grid, hidden=cfg.pair_hidden, layers=cfg.pair_layers, extra=bilinear)
+
+
 def markdown_mask(batch: Mapping[str, Array]) -> Array:
   """1.0 on real markdown cells, [B, C] (what every loss averages over)."""
   return (batch["cell_mask"] & ~batch["is_code"]).astype(jnp.float32)

@@ -204,21 +204,16 @@ class CellsRanker(nn.Module):
       feats = h_BxCxD
     key_BxC = nn.sigmoid(key_logit)
 
-    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g).
-    grid = pairs.gaps(n_code_B, C)
-    bilinear = (layers.bilinear_gap_term(self, feats, h_BxCxD, is_code & mask, grid,
-                                         dropout=cfg.dropout, dtype=cfg.dtype,
-                                         deterministic=deterministic)
-                if cfg.use_bilinear else None)
-    # Pair features of (markdown m, gap g), scored by a small MLP shared by all
+    # Gap g sits between code cell g-1 and code cell g (rows g-1 and g). Pair
+    # features of (markdown m, gap g), scored by a small MLP shared by all
     # pairs: the distance of g from the pointwise key (a learned position
     # prior), and how similar m is to the code cells around g -- raw, against
     # the best code cell of the notebook, as a z-score and as a rank. These are
     # parameter-free "this markdown describes that code" evidence that carries
     # over to unseen repositories (see the BOW-MLP note).
-    feats_pair = layers.prior_and_centre(key_BxC, grid, n_code_B)
-    if cfg.use_similarity:
-      sims = []
+    def similarity(grid):
+      del grid  # the features find the gaps themselves
+      sims, out = [], []
       if "sim" in batch:
         sims.append(batch["sim"].astype(jnp.float32))
       else:  # fine-tuned vectors: cosine of the current ones
@@ -228,9 +223,11 @@ class CellsRanker(nn.Module):
       if cfg.use_lexical and "sim_lex" in batch:
         sims.append(batch["sim_lex"].astype(jnp.float32))
       for sim in sims:
-        feats_pair += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
-    logits_BxCxG = layers.pair_logits(feats_pair, grid, hidden=cfg.pair_hidden,
-                                      layers=cfg.pair_layers, extra=bilinear)
+        out += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
+      return out
+
+    logits_BxCxG = layers.gap_head(self, key_BxC, feats, h_BxCxD, is_code & mask, n_code_B,
+                                   similarity, cfg, deterministic)
     return {"key": key_BxC, "gap_logits": logits_BxCxG}
 
 
