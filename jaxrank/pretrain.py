@@ -22,10 +22,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path

@@ -49,7 +49,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import numpy as np
 
 import jaxrank
 from jaxrank import io_utils

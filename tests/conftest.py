@@ -12,3 +12,17 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 {F
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(devices: int | None = 1, **extra: str) -> dict[str, str]:
+  """The environment of a test's subprocess: this one's, offline, CPU, the repo importable,
+  `devices` forced host devices (None: no XLA_FLAGS, jax's default of one), plus `extra`."""
+  env = {**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
+         "TRANSFORMERS_OFFLINE": "1"}
+  env.pop("XLA_FLAGS", None)
+  if devices is not None:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_XLA}"
+  env.update(extra)
+  return env

@@ -7,12 +7,12 @@ imported by tests define too.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import subprocess
 import sys
 
 from jaxrank.data import notebooks as nb_io
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def test_lexical_nearest_code_row_beats_the_file_order(tmp_path):
   p = subprocess.run(
       [sys.executable, "-m", "benchmarks.baselines", f"--data_dir={nb_io.sample_data_dir()}",
        "--only=order_as_given,lexical_nearest_code", "--nobow_mlp", f"--out={out}"],
-      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+      cwd=ROOT, env=subprocess_env(None), capture_output=True, text=True,
       timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   rows = json.loads(out.read_text())["rows"]

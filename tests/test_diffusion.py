@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from jaxrank import checkpoint, decode, features, submission, train
 from jaxrank.data import batching
 from jaxrank.data import notebooks as nb_io
 from jaxrank.models import diffusion
-from tests.conftest import FAST_XLA
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -275,8 +274,7 @@ def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
 
 # --- entry points ------------------------------------------------------------------------
 def _run(*args, timeout=600):
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  env = subprocess_env(1)
   p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
                      text=True, timeout=timeout)
   assert p.returncode == 0, f"{args[0]} failed ({p.returncode}):\n{p.stderr[-4000:]}"

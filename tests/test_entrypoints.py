@@ -1,7 +1,6 @@
 """The absl entry points as a user runs them: real subprocesses, real files."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +9,13 @@ import pytest
 
 from jaxrank import submission
 from jaxrank.data import notebooks
-from tests.conftest import FAST_XLA
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args, cwd=ROOT, env_extra=None, timeout=600):
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}", **(env_extra or {}))
+  env = subprocess_env(1, **(env_extra or {}))
   p = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
                      text=True, timeout=timeout)
   assert p.returncode == 0, f"{args[0]} failed ({p.returncode}):\n{p.stderr[-4000:]}"
@@ -61,7 +59,7 @@ def test_train_evaluate_predict_with_flagfile(tmp_path):
 
 
 def test_typo_in_config_override_fails(tmp_path):
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  env = subprocess_env(None)
   p = subprocess.run([sys.executable, "-m", "experiments.train",
                       "--flagfile=experiments/flags/bow_mlp.flags", "--config.model.hiden_dim=3",
                       f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,

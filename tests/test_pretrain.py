@@ -4,10 +4,8 @@ Pair fine-tuning (jaxrank.pair_finetune): pairs, batches, loss, a tiny run throu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,7 +20,7 @@ from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import roberta
-from tests.conftest import FAST_XLA
+from tests.conftest import REPO_ROOT, subprocess_env
 
 
 def test_mask_tokens_follows_the_80_10_10_rule_and_spares_specials():
@@ -184,9 +182,7 @@ def test_pair_finetune_cli_learns_and_stores_a_loadable_encoder(pretrained, tmp_
   RoBERTa: the in-batch loss falls, the stored model is the fine-tuned one
   (same config and tokenizer, other weights) and a featurizer can load it."""
   ws, _, _, _ = pretrained
-  repo = Path(__file__).resolve().parents[1]
-  env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_XLA}"}
+  env = subprocess_env(2)
   args = [sys.executable, "-m", "experiments.pretrain",
           "--flagfile=experiments/flags/pair_finetune.flags",
           f"--config.data.data_dir={sample_data_dir()}", f"--workspace={ws.root}",
@@ -195,7 +191,7 @@ def test_pair_finetune_cli_learns_and_stores_a_loadable_encoder(pretrained, tmp_
           "--config.train.steps=30", "--config.train.batch_size=8",
           "--config.train.log_every=10", "--config.optim.lr=2e-3",
           "--config.optim.warmup_steps=2"]
-  p = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+  p = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-3000:]
   assert "stored model 'rb-tiny-pairs'" in p.stdout
   hist = [json.loads(l) for l in

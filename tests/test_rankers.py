@@ -8,7 +8,6 @@ Tiny everything: a 2-layer, 32-wide random BERT imported into a temporary store
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from jaxrank.models import pairs, rankers, roberta
 from jaxrank.text import bow
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
-from tests.conftest import FAST_XLA
+from tests.conftest import subprocess_env
 from tests.test_roberta import make_tiny_bert_folder
 
 
@@ -184,8 +183,7 @@ def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
 
 def test_encode_entry_point_fills_the_cache_the_runs_read(ws):
   root = Path(__file__).resolve().parents[1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  env = subprocess_env(1)
   p = subprocess.run([sys.executable, "-m", "experiments.encode", f"--data_dir={sample_data_dir()}",
                       "--split=test", "--encoder=tiny", "--max_tokens=16",
                       f"--workspace={ws.root}"], cwd=root, env=env, capture_output=True,
@@ -291,8 +289,7 @@ def test_encoder_flagfiles_under_jaxrank_home_train_and_predict(ws, tmp_path, fl
   """The cluster path: no --workspace, $JAXRANK_HOME names the store; the run's
   config records it, and predict writes a valid submission."""
   root = Path(__file__).resolve().parents[1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAXRANK_HOME=str(ws.root),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  env = subprocess_env(1, JAXRANK_HOME=str(ws.root))
   wd = tmp_path / "run"
   tiny = ["--config.data.max_notebooks=20", "--config.data.n_folds=2", "--config.train.steps=2",
           "--config.data.buckets=(128,1024)", "--config.features.encoder=tiny",

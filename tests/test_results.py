@@ -111,7 +111,7 @@ def test_a_new_process_starts_a_new_segment(tmp_path):
   code = ("import sys; from jaxrank import results; r = results.RunRecorder(sys.argv[1]); "
           "r.start(); r.finish('done', steps=9)")
   subprocess.run([PY, "-c", code, str(wd)], cwd=ROOT, check=True, timeout=120,
-                 env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                 env=subprocess_env(None))
   run = results.read_run(wd)
   assert run["n_starts"] == 2 and run["status"] == "done" and run["steps"] == 9
   assert run["started"] == first["started"] and run["pid"] != os.getpid()
@@ -163,6 +163,7 @@ def test_torn_last_line_is_skipped_and_the_next_append_stays_whole(tmp_path, cap
 _LOGGER = """
 import sys
 from jaxrank import results
+from tests.conftest import subprocess_env
 rec = results.RunRecorder(sys.argv[1])
 step = 0
 while True:

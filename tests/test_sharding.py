@@ -26,7 +26,7 @@ from jaxrank import loop, train
 from jaxrank.data import batching
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.data import notebooks as nb_io
-from tests.conftest import FAST_XLA
+from tests.conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,7 @@ print("RESULT " + json.dumps(res), flush=True)
 
 
 def _env(n_devices: int, **extra) -> dict[str, str]:
-  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices} {FAST_XLA}"}
+  env = subprocess_env(n_devices)
   for k in ("JAXRANK_COORDINATOR", "JAXRANK_NUM_PROCESSES", "JAXRANK_PROCESS_ID"):
     env.pop(k, None)
   env.update(extra)

@@ -25,11 +25,10 @@ from jaxrank import hf as hf_io
 from jaxrank import store
 from jaxrank.models import roberta
 from tests.test_roberta import make_bert_tokenizer, make_tiny_bert_folder
+from tests.conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
-_ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-_ENV.pop("XLA_FLAGS", None)  # one CPU device is plenty for a subprocess
+_ENV = subprocess_env(None)  # one CPU device is plenty for a subprocess
 
 
 @pytest.fixture(scope="module")

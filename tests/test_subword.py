@@ -20,6 +20,7 @@ from jaxrank import store
 from jaxrank.data import folds, notebooks
 from jaxrank.data.types import Notebook
 from jaxrank.text import subword
+from tests.conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 500
@@ -265,7 +266,7 @@ def test_entry_point_trains_and_stores_by_name(tmp_path):
   cmd = [sys.executable, "-m", "experiments.train_tokenizer",
          f"--data_dir={notebooks.sample_data_dir()}", "--kind=bpe", f"--vocab_size={VOCAB}",
          "--name=nb-bpe-tiny", f"--workspace={ws_root}", "--max_notebooks=40"]
-  env = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+  env = subprocess_env(None)
   done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "stored tokenizer 'nb-bpe-tiny'" in done.stdout
