@@ -16,9 +16,11 @@ position) sees the same batches and masks as one never stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
@@ -191,3 +193,38 @@ def run(state, step_fn, make_batch: Callable[[int], Mapping[str, np.ndarray]], r
       log.warning("stop requested: checkpointed step %d, exiting for requeue", step)
       break
   return state, step, status
+
+
+def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
+              workdir: Path, batch_size: int, log_every: int, checkpoint_every: int,
+              should_stop=None):
+  """`run` for the encoder objectives (MLM pretraining, pair fine-tuning).
+
+  Resumes from the newest Orbax checkpoint in `workdir`; every `log_every`
+  steps the mean metrics are logged and appended to
+  `workdir/<name>_metrics.jsonl`; checkpoints every `checkpoint_every` steps,
+  at the end and on a stop request (`should_stop`, see `run`), after which
+  it returns early. Returns (state, history, steps done).
+  """
+  ckpt = checkpoint.Checkpointer(workdir, keep=2)
+  restored = restore_into(state, ckpt)
+  if restored is not None:
+    state, _ = restored
+    log.info("resumed %s at step %d", name, int(state.step))
+  history = []
+
+  def on_log(step, mean, steps_per_s):
+    mean.update(step=step, seqs_per_s=steps_per_s * batch_size)
+    history.append(mean)
+    log.info("%s step %d/%d  %s", name, step, total,
+             "  ".join(f"{k} {v:.4g}" for k, v in mean.items() if k != "step"))
+    if jax.process_index() == 0:
+      with open(workdir / f"{name}_metrics.jsonl", "a") as f:
+        f.write(json.dumps(mean) + "\n")
+
+  state, step, _ = run(state, step_fn, make_batch, rng, mesh=mesh, total=total, ckpt=ckpt,
+                       log_every=log_every, checkpoint_every=checkpoint_every,
+                       on_log=on_log, should_stop=should_stop)
+  ckpt.wait()
+  ckpt.close()
+  return state, history, step

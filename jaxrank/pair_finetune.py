@@ -17,7 +17,7 @@ describes the code that follows it. This teaches it:
    (seed, step): a resumed run sees the same batches.
 3. Loss: symmetric InfoNCE over the batch on the cosine of mean-pooled
    vectors (the featurizer's pooling), temperature `train.temperature`.
-4. Training: `pretrain.run_steps` on `jaxrank.loop` (AdamW, warmup + cosine, clipping, batch
+4. Training: `jaxrank.loop.run_steps` (AdamW, warmup + cosine, clipping, batch
    sharded over the "data" axis, Orbax checkpoints, auto-resume).
 5. Saving: the encoder with the starting model's tokenizer, as an HF folder
    imported into the store as `model.save_as`; featurizers load it by name.
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import loop, pretrain, store
+from jaxrank import loop, store
 from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.models import roberta
@@ -164,14 +164,14 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
 
   step_fn = loop.jit_step(loss, schedule, state_sh, mesh)
   rng = jax.random.key(config.train.seed, impl="unsafe_rbg")
-  state, history, step = pretrain.run_steps(
+  state, history, step = loop.run_steps(
       "pair_finetune", state, step_fn, batches.batch, rng, mesh=mesh, total=total,
       workdir=workdir, batch_size=2 * bs, log_every=config.train.log_every,
       checkpoint_every=config.train.checkpoint_every, should_stop=should_stop)
   manifest = None
   if jax.process_index() == 0 and step >= total:
     # The export writes float32 weights; the training compute dtype is not stored.
-    manifest = pretrain.save_to_store(
+    manifest = store.save_encoder(
         ws, config.model.save_as, jax.device_get(state.params), cfg, tok, source_label=f"jaxrank.pair_finetune:{config.model.init_from}:{workdir}@{total}")
   return {"manifest": manifest, "history": history, "steps": step, "total": total,
           "pairs": len(pairs)}

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import checkpoint, hf, loop, store
+from jaxrank import loop, store
 from jaxrank.models import roberta
 from jaxrank.text import subword
 
@@ -101,15 +100,6 @@ def mlm_loss(logits_BxLxV, labels_BxL):
   return (nll * valid).sum() / n, acc
 
 
-def save_to_store(ws: store.Workspace, name: str, params, cfg: roberta.EncoderConfig, tok,
-                  *, source_label: str) -> dict[str, Any]:
-  """Writes an HF BERT/RoBERTa folder for `params` (`hf.write_folder`) and imports it as
-  models/NAME."""
-  with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
-    folder = hf.write_folder(Path(tmp) / "hf", params, cfg, tok)
-    return store.import_model(ws, folder, name, source_label=source_label)
-
-
 # ----------------------------------------------------------------------------------------
 # Data.
 # ----------------------------------------------------------------------------------------
@@ -171,49 +161,11 @@ class LengthBatches:
     return out
 
 
-# ----------------------------------------------------------------------------------------
-# The loop.
-# ----------------------------------------------------------------------------------------
-def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
-              workdir: Path, batch_size: int, log_every: int, checkpoint_every: int,
-              should_stop=None):
-  """`loop.run` for the encoder objectives (MLM pretraining, pair fine-tuning).
-
-  Resumes from the newest Orbax checkpoint in `workdir`; every `log_every`
-  steps the mean metrics are logged and appended to
-  `workdir/<name>_metrics.jsonl`; checkpoints every `checkpoint_every` steps,
-  at the end and on a stop request (`should_stop`, see `loop.run`), after which
-  it returns early. Returns (state, history, steps done).
-  """
-  ckpt = checkpoint.Checkpointer(workdir, keep=2)
-  restored = loop.restore_into(state, ckpt)
-  if restored is not None:
-    state, _ = restored
-    log.info("resumed %s at step %d", name, int(state.step))
-  history = []
-
-  def on_log(step, mean, steps_per_s):
-    mean.update(step=step, seqs_per_s=steps_per_s * batch_size)
-    history.append(mean)
-    log.info("%s step %d/%d  %s", name, step, total,
-             "  ".join(f"{k} {v:.4g}" for k, v in mean.items() if k != "step"))
-    if jax.process_index() == 0:
-      with open(workdir / f"{name}_metrics.jsonl", "a") as f:
-        f.write(json.dumps(mean) + "\n")
-
-  state, step, _ = loop.run(state, step_fn, make_batch, rng, mesh=mesh, total=total, ckpt=ckpt,
-                            log_every=log_every, checkpoint_every=checkpoint_every,
-                            on_log=on_log, should_stop=should_stop)
-  ckpt.wait()
-  ckpt.close()
-  return state, history, step
-
-
 def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
              should_stop=None) -> dict[str, Any]:
   """Pretrains (or resumes in `workdir`) and stores the encoder as `config.model.save_as`.
 
-  Stopped early by `should_stop` (see `run_steps`), it stores nothing and
+  Stopped early by `should_stop` (see `loop.run_steps`), it stores nothing and
   returns `steps < total`; running again resumes."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -257,13 +209,13 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
                                  special_ids=special, rate=config.train.mask_rate)
     return {"inputs": inputs, "labels": labels}
 
-  state, history, step = run_steps(
+  state, history, step = loop.run_steps(
       "pretrain", state, step_fn, make_batch, rng, mesh=mesh, total=total, workdir=workdir,
       batch_size=bs, log_every=config.train.log_every,
       checkpoint_every=config.train.checkpoint_every, should_stop=should_stop)
   enc_params = jax.device_get(state.params["encoder"])
   manifest = None
   if jax.process_index() == 0 and step >= total:
-    manifest = save_to_store(ws, config.model.save_as, enc_params, cfg, tok,
+    manifest = store.save_encoder(ws, config.model.save_as, enc_params, cfg, tok,
                              source_label=f"jaxrank.pretrain:{workdir}@{total}")
   return {"manifest": manifest, "history": history, "steps": step, "total": total}

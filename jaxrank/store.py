@@ -467,6 +467,16 @@ def import_tokenizer(ws: Workspace, folder: str | os.PathLike, name: str) -> dic
   return manifest
 
 
+def save_encoder(ws: Workspace, name: str, params, cfg: roberta.EncoderConfig, tok, *,
+                 source_label: str) -> dict[str, Any]:
+  """Stores trained encoder `params` as models/NAME: written as a Hugging Face folder
+  (`jaxrank.hf.write_folder`) and imported like any other (`import_model`)."""
+  from jaxrank import hf  # pylint: disable=g-import-not-at-top  # heavy (jax), see import_model
+  with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
+    folder = hf.write_folder(Path(tmp) / "hf", params, cfg, tok)
+    return import_model(ws, folder, name, source_label=source_label)
+
+
 def _manifest(kind: str, name: str, fingerprint: str, folder: Path, **fields) -> dict[str, Any]:
   """A store entry's manifest: bookkeeping, `fields`, and the sha256 of every file in `folder`."""
   return {"format_version": FORMAT_VERSION, "kind": kind, "name": name,
