@@ -25,8 +25,8 @@ code cell k is row k and gap g lies between rows g-1 and g), the decoding of
   repositories and lost 0.02 tau on unseen ones, so they are off by default.
 
   Loss, heads' semantics and decoding (least expected misplaced pairs over the
-  gap softmax) are the BOW-MLP's (`jaxrank.models.bow_mlp.loss_fn`,
-  `markdown_keys`).
+  gap softmax) are the shared gap head's (`jaxrank.models.layers`), as the
+  BOW-MLP's.
 
 "roberta_pointwise" -- the public baseline: for every markdown cell one sequence
   `<s> markdown </s> code_1 code_2 ... code_S` (S code cells sampled evenly from
@@ -35,10 +35,11 @@ code cell k is row k and gap g lies between rows g-1 and g), the decoding of
   position with L1. Built from per-cell token ids (`features.kind="subword"`)
   inside the jitted model, so batching, sharding and resume are the trainer's.
 
-Encoder weights come from the offline store by name (`encoder_name`, with
-`workspace`) -- MiniLM, an imported RoBERTa, or our own MLM-pretrained one
-(`jaxrank.pretrain`) -- via the optional family hook `pretrained_params`; with
-no name the encoder is built from the `enc_*` fields and trained from scratch.
+A stored encoder is named by `encoder_name` -- MiniLM, an imported RoBERTa, or
+our own MLM-pretrained one (`jaxrank.pretrain`). The trainer resolves the name
+(nothing here reads files): its EncoderConfig arrives as `cfg.pretrained`, its
+weights through the family hook `pretrained_params`. With no name the encoder
+is built from the `enc_*` fields and trained from scratch.
 """
 
 from __future__ import annotations
