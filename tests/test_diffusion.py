@@ -1,10 +1,6 @@
 """Diffusion ranker: path maths with oracle denoisers, equivariance, resume, entry points."""
 
 import dataclasses
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +8,12 @@ import numpy as np
 import pytest
 
 from experiments.configs import diffusion as diffusion_config
-from jaxrank import checkpoint, decode, features, submission, train
+from jaxrank import decode, features, train
 from jaxrank.data import batching
 from jaxrank.data import notebooks as nb_io
 from jaxrank.models import diffusion
-from tests.conftest import subprocess_env
+from tests import helpers
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_diffusion_config(**overrides):
@@ -244,10 +239,6 @@ def test_cell_vectors_replace_the_bag_encoder(batch_and_params):
 
 
 # --- training loop ---------------------------------------------------------------------
-def _params(workdir):
-  return jax.tree.leaves(checkpoint.restore_params(workdir))
-
-
 def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
   cfg = tiny_diffusion_config(**{"data.n_folds": 1})
   # Both runs start from one saved featurizer. A fresh run featurizes with
@@ -259,52 +250,15 @@ def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
   featurizer, _ = features.fit_any(cfg.features, train.load_notebooks(cfg.data))
   for run in ("a", "b"):
     features.save_any(cfg.features.kind, featurizer, tmp_path / run)
-  stops = iter([False, True])  # stop requested after step 2
-  out = train.train_and_evaluate(cfg, tmp_path / "a", should_stop=lambda: next(stops, False))
-  assert out == {"status": "preempted", "step": 2}
-  assert checkpoint.Checkpointer(tmp_path / "a").latest_step() == 2
-  out = train.train_and_evaluate(cfg, tmp_path / "a")
-  assert out["status"] == "done" and out["step"] == 3
-  train.train_and_evaluate(cfg, tmp_path / "b")
-  for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-  assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3]
+  helpers.stop_resume_equals_uninterrupted(cfg, tmp_path)
 
 
 # --- entry points ------------------------------------------------------------------------
-def _run(*args, timeout=600):
-  env = subprocess_env(1)
-  p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=timeout)
-  assert p.returncode == 0, f"{args[0]} failed ({p.returncode}):\n{p.stderr[-4000:]}"
-  return p
-
-
 def test_train_evaluate_predict_with_the_diffusion_flagfile(tmp_path):
-  sample = nb_io.sample_data_dir()
-  wd = tmp_path / "run"
   tiny = ["--config.data.max_notebooks=30", "--config.data.n_folds=2", "--config.train.steps=2",
           "--config.data.buckets=(128,1024)", "--config.model.hidden_dim=16",
           "--config.model.mlp_dim=16", "--config.model.embed_dim=8", "--config.model.tf_layers=1",
           "--config.features.word_vocab=500", "--config.model.sample_steps=2"]
-  _run("experiments.train", "--flagfile=experiments/flags/diffusion.flags",
-       f"--config.data.data_dir={sample}", f"--workdir={wd}", f"--workspace={tmp_path}", *tiny)
-  run = json.loads((wd / "run.json").read_text())
-  assert run["status"] == "done" and run["steps"] == 2 and run["model"] == "diffusion"
-  cfg = json.loads((wd / "config.json").read_text())
+  run, cfg = helpers.train_evaluate_predict(tmp_path, "experiments/flags/diffusion.flags", tiny)
+  assert run["steps"] == 2 and run["model"] == "diffusion"
   assert cfg["model"]["num_samples"] == 4 and cfg["model"]["sample_steps"] == 2  # flagfile, override
-  assert -1 <= json.loads((wd / "eval" / "val.json").read_text())["metrics"]["kendall_tau"] <= 1
-
-  p = _run("experiments.evaluate", f"--workdir={wd}", f"--data_dir={sample}", "--split=train",
-           "--val_only")
-  table = json.loads((wd / "eval" / "train_val.json").read_text())["metrics"]
-  assert -1 <= table["kendall_tau"] <= 1 and "kendall_tau" in p.stdout
-
-  out = tmp_path / "submission.csv"
-  _run("experiments.predict", f"--workdir={wd}", f"--data_dir={sample}", "--split=test",
-       f"--output={out}")
-  test = nb_io.load_split(sample, "test")
-  scored = submission.read_submission(out)
-  submission.validate_submission(scored, test)
-  assert len(scored) == len(test)

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxrank import checkpoint, results
+from tests import helpers
 from tests.slurm_cluster import REPO_ROOT, tiny_train_flagfile
 
 STEPS = 30
@@ -30,18 +31,7 @@ def _train_cmd(flagfile: Path, workdir: Path) -> list[str]:
 
 
 def _last_train_step(workdir: Path) -> int:
-  path = workdir / "metrics.jsonl"
-  if not path.exists():
-    return 0
-  steps = [0]
-  for line in path.read_bytes().splitlines():
-    try:
-      rec = json.loads(line)
-    except ValueError:
-      continue
-    if rec.get("split") == "train":
-      steps.append(rec["step"])
-  return max(steps)
+  return max([0] + helpers.train_steps_logged(workdir))
 
 
 def test_kill_9_at_a_random_step_then_rerun_equals_uninterrupted(tmp_path):

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 
 from experiments.configs import roberta_cells, roberta_pointwise
-from jaxrank import checkpoint, features, loop, store, train
+from jaxrank import features, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import pairs, rankers, roberta
 from jaxrank.text import bow
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
+from tests import helpers
 from tests.conftest import subprocess_env
 from tests.test_roberta import make_tiny_bert_folder
 
@@ -63,28 +64,6 @@ def tiny_pointwise_config(ws, **overrides):
   _set(c, {"features.tokenizer": "tiny", "model.encoder_name": "tiny", "model.md_tokens": 12,
            "model.code_cells": 4, "model.code_tokens": 4, "model.hidden_dim": 16})
   return _set(c, overrides)
-
-
-def _params(workdir):
-  return jax.tree.leaves(checkpoint.restore_params(workdir))
-
-
-def _stop_resume_equals_uninterrupted(cfg, tmp_path):
-  stops = iter([False, True])
-  out = train.train_and_evaluate(cfg, tmp_path / "a", should_stop=lambda: next(stops, False))
-  assert out == {"status": "preempted", "step": 2}
-  out = train.train_and_evaluate(cfg, tmp_path / "a")
-  assert out["status"] == "done" and out["step"] == 3
-  if cfg.data.n_folds > 1:
-    assert -1.0 <= out["val"]["kendall_tau"] <= 1.0
-  train.train_and_evaluate(cfg, tmp_path / "b")
-  for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-  train_lines = [l for l in lines if l["split"] == "train"]
-  assert [l["step"] for l in train_lines] == [1, 2, 3]
-  assert all(np.isfinite(l["metrics"]["loss"]) for l in train_lines)
-  return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -246,7 +225,7 @@ def test_pointwise_sequence_is_markdown_then_code_with_padding_squeezed_out():
 # ----------------------------------------------------------------------------------------
 def test_cells_on_cached_vectors_resume_and_predict(ws, tmp_path):
   cfg = tiny_cells_config(ws)
-  out = _stop_resume_equals_uninterrupted(cfg, tmp_path)
+  out = helpers.stop_resume_equals_uninterrupted(cfg, tmp_path)
   predictor, config = train.load_predictor(tmp_path / "a")
   nbs = train.load_notebooks(config.data)
   _, val = train.split_data(nbs, config.data)
@@ -269,13 +248,13 @@ def test_cells_fine_tuning_the_store_encoder_starts_from_its_weights(ws, tmp_pat
   _, want, _ = store.load_encoder(ws, "tiny", check_hashes=False)
   for x, y in zip(jax.tree.leaves(state.params["encoder"]), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  _stop_resume_equals_uninterrupted(cfg, tmp_path)
+  helpers.stop_resume_equals_uninterrupted(cfg, tmp_path)
 
 
 def test_pointwise_resume(ws, tmp_path):
   # No validation here (the cell-level test covers evaluation): one compiled shape.
   cfg = tiny_pointwise_config(ws, **{"data.n_folds": 1, "data.max_notebooks": 12})
-  _stop_resume_equals_uninterrupted(cfg, tmp_path)
+  helpers.stop_resume_equals_uninterrupted(cfg, tmp_path)
 
 
 @pytest.mark.parametrize("flagfile,model_flags", [

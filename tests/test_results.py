@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from jaxrank import results
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -163,7 +164,6 @@ def test_torn_last_line_is_skipped_and_the_next_append_stays_whole(tmp_path, cap
 _LOGGER = """
 import sys
 from jaxrank import results
-from tests.conftest import subprocess_env
 rec = results.RunRecorder(sys.argv[1])
 step = 0
 while True:

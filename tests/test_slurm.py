@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 
 from jaxrank import checkpoint, results
+from tests import helpers
 from tests.slurm_cluster import (FINAL_STATES, REPO_ROOT, SlurmCluster,
                                  missing_requirements, tiny_train_flagfile)
 
@@ -65,22 +66,6 @@ def _launch(cluster: SlurmCluster, ws: Path, script: Path, *args: str) -> str:
   match = re.search(r"submitted job (\d+)", out)
   assert match, out
   return match.group(1)
-
-
-def _train_steps_logged(workdir: Path) -> list[int]:
-  """Every train step in metrics.jsonl, in file order, re-logged ones included."""
-  path = workdir / "metrics.jsonl"
-  if not path.exists():
-    return []
-  steps = []
-  for line in path.read_bytes().splitlines():
-    try:
-      rec = json.loads(line)
-    except ValueError:
-      continue
-    if rec.get("split") == "train":
-      steps.append(rec["step"])
-  return steps
 
 
 def _read(path: Path) -> str:
@@ -139,7 +124,7 @@ def test_slurm_time_limit_signal_checkpoint_requeue_resume_real_trainer(
       info = cluster.job_info(job)
       assert info["JobState"] not in FINAL_STATES, f"{info}\n{_read(log)}"
       assert time.monotonic() < deadline, f"no USR1 from SLURM:\n{_read(log)}\n{cluster.logs()}"
-      if held is None and _train_steps_logged(workdir):
+      if held is None and helpers.train_steps_logged(workdir):
         held = results.read_run(workdir)["pid"]
         os.kill(held, signal.SIGSTOP)
       time.sleep(0.02)
@@ -180,7 +165,7 @@ def test_slurm_time_limit_signal_checkpoint_requeue_resume_real_trainer(
   assert "stop requested: checkpointed step" in text
 
   # Every step trained exactly once across the two slots.
-  assert _train_steps_logged(workdir) == list(range(1, TRAIN_STEPS + 1))
+  assert helpers.train_steps_logged(workdir) == list(range(1, TRAIN_STEPS + 1))
   run = results.read_run(workdir)
   assert (run["status"], run["steps"], run["n_starts"]) == ("done", TRAIN_STEPS, 2)
   # Same result as the run that was never interrupted.

@@ -6,27 +6,13 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrank import checkpoint, loop, train
+from jaxrank import loop, train
+from tests import helpers
 from tests.tiny import tiny_bow_config
 
 
-def _params(workdir):
-  return jax.tree.leaves(checkpoint.restore_params(workdir))
-
-
 def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
-  cfg = tiny_bow_config()
-  stops = iter([False, True])  # stop requested after step 2
-  out = train.train_and_evaluate(cfg, tmp_path / "a", should_stop=lambda: next(stops, False))
-  assert out == {"status": "preempted", "step": 2}
-  assert checkpoint.Checkpointer(tmp_path / "a").latest_step() == 2
-  out = train.train_and_evaluate(cfg, tmp_path / "a")
-  assert out["status"] == "done" and out["step"] == 3
-  train.train_and_evaluate(cfg, tmp_path / "b")
-  for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b"), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-  assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3]
+  helpers.stop_resume_equals_uninterrupted(tiny_bow_config(), tmp_path)
 
 
 def test_full_capacity_model_overfits_a_few_notebooks(tmp_path):
