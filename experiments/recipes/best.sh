@@ -26,7 +26,7 @@ if (( QUICK )); then  # tiny steps on a few notebooks: tests and smoke runs
                --config.model.num_layers=1 --config.model.num_heads=2)
 fi
 
-stage import --time=00:30:00 -- experiments.models import --src="$BASE_SRC" \
+stage import --time=00:30:00 -- experiments.store import --src="$BASE_SRC" \
   --name="$BASE_MODEL" --if_missing
 
 # Contrastive (markdown, next code) fine-tuning of the base encoder on every notebook.
