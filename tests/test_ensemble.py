@@ -10,7 +10,7 @@ import pytest
 
 from jaxrank import decode, ensemble, submission, train
 from jaxrank.data import notebooks
-from tests.test_entrypoints import _run
+from tests.helpers import run_module as _run
 from tests.tiny import tiny_bow_config
 
 

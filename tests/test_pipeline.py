@@ -20,7 +20,7 @@ from jaxrank import ensemble, store, pretrain
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from tests.conftest import FAST_XLA
-from tests.test_entrypoints import _run
+from tests.helpers import run_module as _run
 from tests.test_multi_data import split_sample
 
 ROOT = Path(__file__).resolve().parents[1]
