@@ -245,7 +245,12 @@ def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: in
 
 
 def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor, Any]:
-  """Rebuilds a run's model from its config.json, featurizer and checkpoint."""
+  """Rebuilds a run's model from its config.json, featurizer and checkpoint.
+
+  Only the parameters are restored, from the newest checkpoint that restores
+  (best/ first with `best`, then checkpoints/; damaged ones are skipped with a
+  warning); checkpoint.CheckpointError if none does.
+  """
   workdir = Path(workdir)
   cfg_path = workdir / "config.json"
   if not cfg_path.exists():
@@ -254,19 +259,16 @@ def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor
   kind, featurizer = features.load_any(workdir)
   family = family_from_config(config, featurizer.vocab_size)
   mesh = loop.make_mesh()
-  tx, _ = loop.make_optimizer(config.optim, 1)
   example = batching.collate([_dummy_item(kind, featurizer)], config.data.buckets[0])
-  state, _ = create_state(family, tx, example, config.train.seed, mesh, pretrained=False)
-  ckpt = checkpoint.Checkpointer(workdir)
-  try:
-    restored = (loop.restore_into(state, ckpt, best=best)
-                or loop.restore_into(state, ckpt, best=False))
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}")
-  state, _ = restored
-  return Predictor(family, state.params, featurizer, config.data, mesh, features_kind=kind,
+  example = {k: v for k, v in example.items() if not k.startswith("target_")}
+  model = family.build()
+  abstract = jax.eval_shape(
+      lambda rng: model.init({"params": rng}, example, deterministic=True)["params"],
+      jax.random.key(config.train.seed))
+  repl = NamedSharding(mesh, P())
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+  params = checkpoint.restore_params(workdir, best=best, abstract_params=abstract, fallback=True)
+  return Predictor(family, params, featurizer, config.data, mesh, features_kind=kind,
                    seed=config.train.seed), config
 
 
