@@ -1,14 +1,30 @@
-"""What every entry point shares: workspace root, multi-host start, stop signals."""
+"""What every entry point shares: workspace root, multi-host start, stop signals,
+the workdir lock, and `run(main)`: user errors as one line, not a traceback.
+
+Every entry point ends with `common.run(main)` (absl's `app.run` plus the
+error handling). A user error (bad notebook, unknown config field, missing
+flagfile or run folder, a run folder in use, no usable checkpoint, ...) is
+printed as `error: <what and where>` on stderr with exit code 1; the
+traceback is shown with --verbosity=1 (or more) or JAXRANK_TRACEBACK=1.
+Importing this module also installs the same handling for errors raised while
+flags are defined (ml_collections reads --flagfile at import time).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging as std_logging
 import os
+import re
 import signal
+import sys
 import threading
+import traceback
 from pathlib import Path
+from typing import Callable, Iterator
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 WORKSPACE = flags.DEFINE_string(
     "workspace", None, "Workspace root (models/, tokenizers/, runs/, data/). "
@@ -78,3 +94,158 @@ class StopFlag:
 
   def __call__(self) -> bool:
     return self._event.is_set()
+
+
+# --- user errors: one line, exit code 1 ---------------------------------------------
+EXIT_USER_ERROR = 1
+
+
+# Exceptions that mean "fix your input", not "the program is broken": module -> class names.
+_USER_ERRORS = {"jaxrank.data.notebooks": ("DataError",), "jaxrank.lock": ("LockHeld",),
+                "jaxrank.checkpoint": ("CheckpointError",), "jaxrank.store": ("StoreError",),
+                "jaxrank.submission": ("SubmissionError",)}
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+  # Only modules already imported can have raised: importing the others (Orbax...) is slow.
+  found = [getattr(sys.modules[m], c) for m, names in _USER_ERRORS.items() if m in sys.modules
+           for c in names]
+  return (app.UsageError, flags.Error, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+          PermissionError, *found)
+
+
+def _want_traceback() -> bool:
+  if os.environ.get("JAXRANK_TRACEBACK", "") not in ("", "0"):
+    return True
+  try:
+    return flags.FLAGS["verbosity"].value >= 1 if flags.FLAGS.is_parsed() else any(
+        re.fullmatch(r"--?(v|verbosity)=([1-9]\d*)", a) for a in sys.argv[1:])
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def _config_being_parsed(e: BaseException):
+  """The ConfigDict that ml_collections was applying overrides to when `e` was raised."""
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  found, tb = None, e.__traceback__
+  while tb is not None:
+    if isinstance(tb.tb_frame.f_locals.get("config"), ConfigDict):
+      found = tb.tb_frame.f_locals["config"]
+    tb = tb.tb_next
+  return found
+
+
+def _config_field_message(e: BaseException) -> str | None:
+  """For a --config.a.b override naming no field: which flag, and the valid names."""
+  m = re.search(r"'?\\?'(\w+)\\?''?", str(e))
+  if not isinstance(e, (AttributeError, KeyError)) or not m:
+    return None
+  key = m.group(1)
+  argv = sys.argv[1:]
+  with contextlib.suppress(Exception):
+    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)  # overrides in flagfiles
+  args = [a for a in argv if re.match(rf"--?\w+(\.\w+)*\.{key}(=|$)", a)]
+  flag = args[0].split("=")[0].lstrip("-") if args else None
+  valid: list[str] = []
+  if flag:
+    root, *path = flag.split(".")
+    with contextlib.suppress(Exception):
+      node = _config_being_parsed(e)
+      for part in path[:-1]:
+        node = node[part]
+      valid = sorted(node.keys())
+  where = f"--{flag}" if flag else f"config field {key!r}"
+  parent = flag.rsplit(".", 1)[0] if flag else "the config"
+  close = difflib.get_close_matches(key, valid, n=1) or re.findall(r'Did you mean "(\w+)"', str(e))
+  hint = f'; did you mean "{close[0]}"?' if close else ""
+  names = f" Valid fields of {parent}: {', '.join(valid)}." if valid else ""
+  return f"{where}: {parent} has no field {key!r}{hint}{names}"
+
+
+def _one_line(e: BaseException) -> str:
+  msg = str(e).strip()
+  if isinstance(e, flags.Error):
+    msg = re.sub(r"^(ERROR:+\s*)+", "", msg)
+  if isinstance(e, KeyError) and len(e.args) == 1:
+    msg = str(e.args[0])
+  return msg or type(e).__name__
+
+
+def report_user_error(e: BaseException, *, parsing_flags: bool = False) -> bool:
+  """Prints `error: ...` for a user error and returns True; False for anything else.
+
+  `parsing_flags`: raised while flags were parsed or defined, where a bad
+  --config.* override surfaces as an AttributeError/KeyError/TypeError.
+  """
+  msg = _config_field_message(e) if parsing_flags else None
+  if msg is None and parsing_flags and isinstance(e, (AttributeError, KeyError, TypeError,
+                                                      ValueError)):
+    msg = f"bad flag value: {_one_line(e)}"
+  if msg is None:
+    if not isinstance(e, _user_error_types()):
+      return False
+    msg = _one_line(e)
+  if _want_traceback():
+    traceback.print_exception(e)
+  print(f"error: {msg}", file=sys.stderr)
+  if not _want_traceback():
+    print("(--verbosity=1 or JAXRANK_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+  return True
+
+
+def run(main: Callable[[list[str]], object]) -> None:
+  """`absl.app.run(main)`, with user errors as one line on stderr and exit code 1."""
+  started = []
+
+  def wrapped(argv):
+    started.append(True)
+    return main(argv)
+
+  try:
+    app.run(wrapped)
+  except SystemExit:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if report_user_error(e, parsing_flags=not started):
+      sys.exit(EXIT_USER_ERROR)
+    raise
+
+
+def _excepthook(exc_type, exc, tb):
+  """Errors raised while the entry point's flags are defined (before `run`)."""
+  if isinstance(exc, Exception):
+    with contextlib.suppress(Exception):
+      if report_user_error(exc, parsing_flags=True):
+        sys.exit(EXIT_USER_ERROR)
+  sys.__excepthook__(exc_type, exc, tb)
+
+
+if sys.excepthook is sys.__excepthook__:
+  sys.excepthook = _excepthook
+
+
+# --- one trainer per run folder ---------------------------------------------------------
+@contextlib.contextmanager
+def workdir_lock(workdir: str | os.PathLike) -> Iterator[None]:
+  """Holds `jaxrank.lock.WorkdirLock` on `workdir` (process 0 of a multi-host job)
+  for the block; raises LockHeld (a user error) if another live trainer has it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxrank import lock  # pylint: disable=g-import-not-at-top
+  held, error = None, None
+  if jax.process_index() == 0:
+    try:
+      held = lock.WorkdirLock(workdir, job_id=os.environ.get("SLURM_JOB_ID"),
+                              restart=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)).acquire()
+    except lock.LockHeld as e:
+      error = e
+  if jax.process_count() > 1:
+    from jaxrank import train  # pylint: disable=g-import-not-at-top
+    if train.agree(error is not None) and error is None:
+      error = lock.LockHeld(f"{workdir}: in use by another trainer (see process 0)")
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if held is not None:
+      held.release()

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from experiments import common
 from jaxrank import io_utils
 from jaxrank.data import notebooks as nb_lib
 
@@ -178,4 +179,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -45,13 +45,14 @@ def main(argv):
   if config.data.max_notebooks:
     nbs = nbs[:config.data.max_notebooks]
   workdir = _WORKDIR.value or str(ws.runs_dir / f"pretrain-{config.model.save_as}")
-  if config.objective == "pairs":  # the held-out fold's orders are never read
-    out = pair_finetune.finetune(config, ws, pair_finetune.training_notebooks(nbs, config.data),
-                                 workdir, should_stop=stop)
-  elif config.objective == "mlm":
-    out = pretrain.pretrain(config, ws, nbs, workdir, should_stop=stop)
-  else:
+  if config.objective not in ("mlm", "pairs"):
     raise app.UsageError(f"config.objective must be 'mlm' or 'pairs', got {config.objective!r}")
+  with common.workdir_lock(workdir):  # one trainer per workdir
+    if config.objective == "pairs":  # the held-out fold's orders are never read
+      out = pair_finetune.finetune(config, ws, pair_finetune.training_notebooks(nbs, config.data),
+                                   workdir, should_stop=stop)
+    else:
+      out = pretrain.pretrain(config, ws, nbs, workdir, should_stop=stop)
   if out["steps"] < out["total"]:
     print(f"stopped at step {out['steps']}/{out['total']}: run again to resume")
     sys.exit(common.EXIT_PREEMPTED)
@@ -62,4 +63,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  common.run(main)

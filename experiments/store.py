@@ -29,10 +29,10 @@ from absl import logging
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from experiments import common  # pylint: disable=g-import-not-at-top
 from jaxrank import store  # pylint: disable=g-import-not-at-top
 
-_WORKSPACE = flags.DEFINE_string("workspace", None, "Workspace root (default $JAXRANK_HOME "
-                                 "or ./workspace).")
+_WORKSPACE = common.WORKSPACE  # --workspace: default $JAXRANK_HOME or ./workspace
 _SRC = flags.DEFINE_string("src", None, "import: folder, or installed pip package name.")
 _NAME = flags.DEFINE_string("name", None, "import: the store name.")
 _KIND = flags.DEFINE_enum("kind", store.MODEL, list(store.KINDS), "Entry kind.")
@@ -129,4 +129,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

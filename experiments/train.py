@@ -23,7 +23,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   stop = common.StopFlag()  # first: a USR1 during jax start-up must not kill us
   common.setup_jax()
-  from jaxrank import train  # after jax.distributed.initialize
 
   config = _CONFIG.value
   ws = common.workspace_root()
@@ -31,11 +30,13 @@ def main(argv):
   if not config.data.data_dir:
     raise app.UsageError("set --config.data.data_dir (a competition-format folder)")
   common.fill_workspace(config)
-  out = train.train_and_evaluate(config, workdir, should_stop=stop)
+  with common.workdir_lock(workdir):  # a second trainer on this run stops here, writing nothing
+    from jaxrank import train  # after jax.distributed.initialize
+    out = train.train_and_evaluate(config, workdir, should_stop=stop)
   if out["status"] == "preempted":
     sys.exit(common.EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  common.run(main)

@@ -79,4 +79,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["data_dir", "kind"])
-  app.run(main)
+  common.run(main)
