@@ -220,8 +220,19 @@ def _excepthook(exc_type, exc, tb):
   sys.__excepthook__(exc_type, exc, tb)
 
 
+def _unraisablehook(unraisable):
+  """Drops "Event loop is closed" from TensorStore callbacks that finish after
+  Orbax gave up on a damaged checkpoint (dozens of tracebacks, all harmless)."""
+  e = unraisable.exc_value
+  if isinstance(e, RuntimeError) and str(e) == "Event loop is closed" and not _want_traceback():
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 if sys.excepthook is sys.__excepthook__:
   sys.excepthook = _excepthook
+if sys.unraisablehook is sys.__unraisablehook__:
+  sys.unraisablehook = _unraisablehook
 
 
 # --- one trainer per run folder ---------------------------------------------------------

@@ -53,6 +53,8 @@ def display_table(table):
   df["wall_time"] = [_fmt_duration(v) for v in df.get("wall_time_s", [None] * len(df))]
   df["data"] = [_short_data(v) for v in df["data"]]
   cols = [c for c in _SHOWN if c in df.columns] + [c for c in _SHOWN_METRICS if c in df.columns]
+  if "problems" in df.columns and df["problems"].fillna("").astype(bool).any():
+    cols.append("problems")
   return df[cols]
 
 
@@ -131,8 +133,11 @@ def main(argv):
   import pandas as pd  # pylint: disable=g-import-not-at-top
 
   with pd.option_context("display.max_columns", None, "display.width", 200,
-                         "display.float_format", "{:.4f}".format):
+                         "display.max_colwidth", 80, "display.float_format", "{:.4f}".format):
     print(display_table(table).to_string(index=False))
+  for run, problem in zip(table["run"], table.get("problems", [""] * len(table))):
+    if isinstance(problem, str) and problem:
+      print(f"warning: run {run}: {problem}", file=sys.stderr)
   print(f"\nwrote {workspace / 'results'}/runs.csv, runs.md, {results.TAU_KEY}.png",
         file=sys.stderr)
 

@@ -175,7 +175,13 @@ class RunRecorder:
     if "status" in fields and fields["status"] not in STATUSES:
       raise ValueError(
           f"{self.workdir / RUN_FILE}: status {fields['status']!r} is not one of {STATUSES}")
-    run = self.read_run()
+    try:
+      run = self.read_run()
+    except ValueError as e:  # damaged (a full disk, a bad copy): keep it aside, start afresh
+      aside = self.workdir / f"{RUN_FILE}.broken-{time.strftime('%Y%m%d-%H%M%S')}"
+      os.replace(self.workdir / RUN_FILE, aside)
+      _log.warning("%s; moved it to %s and starting a new record", e, aside)
+      run = {}
     now = _now_iso()
     status = fields.get("status")
     host = socket.gethostname()
@@ -305,26 +311,44 @@ class RunRecorder:
 # -- readers ------------------------------------------------------------------
 
 
+def load_json_object(path: str | os.PathLike) -> dict:
+  """A JSON object file; ValueError naming the file and what is wrong with it."""
+  path = Path(path)
+  data = path.read_bytes()
+  if not data.strip():
+    raise ValueError(f"{path}: empty file")
+  try:
+    obj = json.loads(data.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                     f"{e.start})") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; "
+                     f"truncated?)") from None
+  if not isinstance(obj, dict):
+    raise ValueError(f"{path}: a JSON {type(obj).__name__}, expected an object")
+  return obj
+
+
 def read_run(workdir: str | os.PathLike) -> dict:
+  """run.json ({} if absent); ValueError naming the file if it is damaged."""
   path = Path(workdir) / RUN_FILE
   if not path.exists():
     return {}
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON: {e}") from e
+  return load_json_object(path)
 
 
 def read_metrics(workdir: str | os.PathLike) -> "pd.DataFrame":
   """Reads metrics.jsonl into a frame with columns step, split, time, <metrics>.
 
   A resumed run re-logs the steps after its last checkpoint: the last line per
-  (split, step) wins. Torn or garbled lines (kill -9) are skipped with a warning.
+  (split, step) wins. Torn or garbled lines (kill -9) are skipped with a warning
+  and counted in `df.attrs["skipped_lines"]`.
   """
   import pandas as pd  # pylint: disable=g-import-not-at-top
 
   path = Path(workdir) / METRICS_FILE
-  rows = []
+  rows, skipped = [], 0
   if path.exists():
     with open(path, "rb") as f:
       for lineno, raw in enumerate(f, 1):
@@ -337,23 +361,35 @@ def read_metrics(workdir: str | os.PathLike) -> "pd.DataFrame":
           row.update({k: float(v) for k, v in rec.get("metrics", {}).items()})
         except (ValueError, KeyError, TypeError, AttributeError) as e:
           _log.warning("%s:%d: skipping unreadable line (%s): %r", path, lineno, e, raw[:80])
+          skipped += 1
           continue
         rows.append(row)
   if not rows:
-    return pd.DataFrame(columns=["step", "split", "time"])
-  df = pd.DataFrame(rows)
-  df = df.drop_duplicates(subset=["split", "step"], keep="last")
-  return df.sort_values(["split", "step"], kind="stable").reset_index(drop=True)
+    df = pd.DataFrame(columns=["step", "split", "time"])
+  else:
+    df = pd.DataFrame(rows)
+    df = df.drop_duplicates(subset=["split", "step"], keep="last")
+    df = df.sort_values(["split", "step"], kind="stable").reset_index(drop=True)
+  df.attrs["skipped_lines"] = skipped
+  return df
 
 
-def read_eval(workdir: str | os.PathLike) -> dict[str, dict[str, float]]:
-  """Returns {split: metrics} from eval/*.json."""
+def read_eval(workdir: str | os.PathLike, problems: list[str] | None = None
+              ) -> dict[str, dict[str, float]]:
+  """Returns {split: metrics} from eval/*.json.
+
+  A damaged file raises ValueError naming it, or, given a `problems` list, is
+  skipped and described there.
+  """
   out = {}
   for path in sorted((Path(workdir) / EVAL_DIR).glob("*.json")):
     try:
-      data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON: {e}") from e
+      data = load_json_object(path)
+    except ValueError as e:
+      if problems is None:
+        raise
+      problems.append(f"{EVAL_DIR}/{path.name}: {str(e).split(': ', 1)[-1]}")
+      continue
     out[data.get("split", path.stem)] = dict(data.get("metrics", {}))
   return out
 
@@ -371,7 +407,10 @@ def collect_runs(workspace_root: str | os.PathLike) -> "pd.DataFrame":
 
   Columns: run, model, data, status, steps, wall_time_s, n_starts, started,
   finished, source_sha256, eval_split, the primary split's metrics (val, else
-  test, else the only one) unprefixed, other splits' metrics as `split/metric`.
+  test, else the only one) unprefixed, other splits' metrics as `split/metric`,
+  and `problems`: what is wrong with the run's record ("" if nothing). A damaged
+  file (empty, truncated, not JSON, garbled metrics lines) never hides the
+  table: the run is listed with what could be read and the problem named.
   """
   import pandas as pd  # pylint: disable=g-import-not-at-top
 
@@ -381,40 +420,7 @@ def collect_runs(workspace_root: str | os.PathLike) -> "pd.DataFrame":
     for workdir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
       if not any((workdir / f).exists() for f in (RUN_FILE, CONFIG_FILE, METRICS_FILE)):
         continue
-      run = read_run(workdir)
-      config = {}
-      if (workdir / CONFIG_FILE).exists():
-        config = json.loads((workdir / CONFIG_FILE).read_text())
-      code = {}
-      if (workdir / CODE_VERSION_FILE).exists():
-        code = json.loads((workdir / CODE_VERSION_FILE).read_text())
-      evals = read_eval(workdir)
-      steps = run.get("steps")
-      if steps is None:
-        m = read_metrics(workdir)
-        steps = int(m["step"].max()) if len(m) else None
-      row = {
-          "run": workdir.name,
-          "model": run.get("model") or _get(config, "model.name"),
-          "data": run.get("data_dir") or _get(config, "data.data_dir"),
-          "status": run.get("status"),
-          "steps": steps,
-          "wall_time_s": run.get("wall_time_s", run.get("wall_s")),
-          "n_starts": run.get("n_starts"),
-          "started": run.get("started"),
-          "finished": run.get("finished"),
-          "source_sha256": (code.get("source_sha256") or "")[:12] or None,
-      }
-      primary = next((s for s in PRIMARY_SPLITS if s in evals), None)
-      if primary is None and len(evals) == 1:
-        primary = next(iter(evals))
-      row["eval_split"] = primary
-      if primary is not None:
-        row.update(evals[primary])
-      for split, metrics in evals.items():
-        if split != primary:
-          row.update({f"{split}/{k}": v for k, v in metrics.items()})
-      rows.append(row)
+      rows.append(_run_row(workdir))
   if not rows:
     return pd.DataFrame(columns=["run", "model", "data", "status", "steps", "wall_time_s",
                                  TAU_KEY])
@@ -426,6 +432,56 @@ def collect_runs(workspace_root: str | os.PathLike) -> "pd.DataFrame":
   df = df[fixed + [c for c in df.columns if c not in fixed]]
   return df.sort_values(TAU_KEY, ascending=False, na_position="last",
                         kind="stable").reset_index(drop=True)
+
+
+def _run_row(workdir: Path) -> dict:
+  """One run's row; what cannot be read is skipped and described in `problems`."""
+  problems: list[str] = []
+
+  def read(name: str) -> dict:
+    if not (workdir / name).exists():
+      return {}
+    try:
+      return load_json_object(workdir / name)
+    except (ValueError, OSError) as e:
+      problems.append(f"{name}: {str(e).split(': ', 1)[-1]}")
+      return {}
+
+  run, config, code = read(RUN_FILE), read(CONFIG_FILE), read(CODE_VERSION_FILE)
+  try:
+    evals = read_eval(workdir, problems)
+    m = read_metrics(workdir)
+  except OSError as e:
+    problems.append(str(e))
+    evals, m = {}, None
+  if m is not None and m.attrs.get("skipped_lines"):
+    problems.append(f"{METRICS_FILE}: {m.attrs['skipped_lines']} unreadable line(s) skipped")
+  steps = run.get("steps")
+  if steps is None and m is not None and len(m):
+    steps = int(m["step"].max())
+  row = {
+      "run": workdir.name,
+      "model": run.get("model") or _get(config, "model.name"),
+      "data": run.get("data_dir") or _get(config, "data.data_dir"),
+      "status": run.get("status"),
+      "steps": steps,
+      "wall_time_s": run.get("wall_time_s", run.get("wall_s")),
+      "n_starts": run.get("n_starts"),
+      "started": run.get("started"),
+      "finished": run.get("finished"),
+      "source_sha256": (code.get("source_sha256") or "")[:12] or None,
+      "problems": "; ".join(problems),
+  }
+  primary = next((s for s in PRIMARY_SPLITS if s in evals), None)
+  if primary is None and len(evals) == 1:
+    primary = next(iter(evals))
+  row["eval_split"] = primary
+  if primary is not None:
+    row.update(evals[primary])
+  for split, metrics in evals.items():
+    if split != primary:
+      row.update({f"{split}/{k}": v for k, v in metrics.items()})
+  return row
 
 
 # -- plots --------------------------------------------------------------------

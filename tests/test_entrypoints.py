@@ -1,5 +1,6 @@
 """The absl entry points as a user runs them: real subprocesses, real files."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,53 @@ def test_train_evaluate_predict_with_flagfile(tmp_path):
   assert cfg["model"]["hidden_dim"] == 16  # the override reached the saved config
   assert (tmp_path / "data" / "cache").is_dir()  # parsed-data cache lives in the workspace
 
+  # Every checkpoint damaged: one clear line, exit code 1, no submission.
+  wd = tmp_path / "run"
+  for f in wd.glob("*/*/state/**/d/*"):
+    os.truncate(f, os.path.getsize(f) // 2)
+  p = _run_fails("experiments.predict", f"--workdir={wd}",
+                 f"--data_dir={notebooks.sample_data_dir()}", "--split=test",
+                 f"--output={tmp_path / 'none.csv'}")
+  assert "no usable checkpoint" in p.stderr.splitlines()[-2]
+  assert not (tmp_path / "none.csv").exists()
 
-def test_typo_in_config_override_fails(tmp_path):
+
+def _run_fails(*args, env_extra=None):
+  """Runs an entry point that must fail as a user error: exit 1, one `error:` line."""
   env = subprocess_env(None)
-  p = subprocess.run([sys.executable, "-m", "experiments.train",
-                      "--flagfile=experiments/flags/bow_mlp.flags", "--config.model.hiden_dim=3",
-                      f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=120)
-  assert p.returncode != 0 and "hiden_dim" in p.stderr
+  env.pop("JAXRANK_TRACEBACK", None)
+  env.update(env_extra or {})
+  p = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 1, p.stderr[-3000:]
+  if not (env_extra or {}).get("JAXRANK_TRACEBACK"):
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [l for l in p.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and p.stderr.splitlines()[-2] == errors[0], p.stderr[-3000:]
+  return p
+
+
+def test_typo_in_config_override_is_one_line_with_the_valid_names(tmp_path):
+  args = ("experiments.train", "--flagfile=experiments/flags/bow_mlp.flags",
+          "--config.model.hiden_dim=3", f"--workdir={tmp_path / 'run'}")
+  err = _run_fails(*args).stderr.splitlines()[-2]
+  assert err.startswith("error: --config.model.hiden_dim: config.model has no field 'hiden_dim'")
+  assert 'did you mean "hidden_dim"?' in err and "embed_dim" in err
+  assert not (tmp_path / "run").exists()
+  # The traceback on demand.
+  p = _run_fails(*args, env_extra={"JAXRANK_TRACEBACK": "1"})
+  assert "Traceback" in p.stderr and "AttributeError" in p.stderr
+
+
+def test_missing_flagfile_is_one_line(tmp_path):
+  err = _run_fails("experiments.train", f"--flagfile={tmp_path / 'nope.flags'}",
+                   f"--workdir={tmp_path / 'run'}").stderr.splitlines()[-2]
+  assert "nope.flags" in err and "Unable to open flagfile" in err
+
+
+def test_bad_notebook_is_one_line_naming_the_file(tmp_path):
+  (tmp_path / "data" / "test").mkdir(parents=True)
+  (tmp_path / "data" / "test" / "broken.json").write_text('{"cell_type": {"a": "code"}, ')
+  err = _run_fails("experiments.encode", f"--data_dir={tmp_path / 'data'}", "--split=test",
+                   f"--workspace={tmp_path / 'ws'}").stderr.splitlines()[-2]
+  assert "broken.json" in err and "bad JSON" in err

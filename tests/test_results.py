@@ -280,3 +280,51 @@ def test_collect_runs_reads_a_real_training_run(tmp_path):
   assert bow["source_sha256"] == results.code_version()["source_sha256"][:12]
   paths = sorted(p.name for p in (tmp_path / "runs" / "bow" / "plots").iterdir())
   assert paths == ["tau_by_length_val.png", "training_curves.png"]
+
+
+@pytest.mark.parametrize("damage,problem", [
+    (b"", "run.json: empty file"),
+    (b'{"status": "done", "steps": 4', "run.json: not valid JSON"),
+    (bytes(range(200, 256)) * 3, "run.json: not UTF-8 text"),
+    (b"[1, 2]", "run.json: a JSON list, expected an object"),
+])
+def test_a_broken_run_json_is_listed_not_fatal(tmp_path, damage, problem):
+  _fake_run(tmp_path / "runs" / "good", model="bow_mlp", tau=0.55, steps=20)
+  _fake_run(tmp_path / "runs" / "broken", model="roberta", tau=0.61, steps=40)
+  (tmp_path / "runs" / "broken" / "run.json").write_bytes(damage)
+  table = results.collect_runs(tmp_path)
+  assert table["run"].tolist() == ["broken", "good"]  # its eval still counts
+  rows = table.set_index("run")
+  assert rows.loc["broken", "problems"].startswith(problem)
+  assert rows.loc["broken", "model"] == "roberta"  # from config.json
+  assert rows.loc["good", "problems"] == ""
+  with pytest.raises(ValueError, match=r"broken/run.json: "):
+    results.read_run(tmp_path / "runs" / "broken")
+
+
+def test_garbage_metrics_and_eval_are_named_and_a_broken_run_json_is_set_aside(tmp_path):
+  wd = tmp_path / "runs" / "r"
+  _fake_run(wd, model="bow_mlp", tau=0.55, steps=20)
+  with open(wd / "metrics.jsonl", "ab") as f:
+    f.write(os.urandom(300).replace(b"\n", b"") + b"\n{not json}\n")
+  (wd / "eval" / "test.json").write_bytes(b'{"split": "te')
+  row = results.collect_runs(tmp_path).iloc[0]
+  assert "metrics.jsonl: 2 unreadable line(s) skipped" in row["problems"]
+  assert "eval/test.json: not valid JSON" in row["problems"]
+  assert row["kendall_tau"] == 0.55
+  # A recorder meeting a damaged run.json keeps it aside and goes on.
+  (wd / "run.json").write_bytes(b"\x00\xff garbage")
+  results.RunRecorder(wd).update_run(status="running")
+  assert results.read_run(wd)["status"] == "running"
+  assert [p.read_bytes() for p in wd.glob("run.json.broken-*")] == [b"\x00\xff garbage"]
+
+
+def test_results_cli_names_the_broken_run(tmp_path):
+  ws = tmp_path / "ws"
+  _fake_run(ws / "runs" / "good", model="bow_mlp", tau=0.55, steps=20)
+  _fake_run(ws / "runs" / "broken", model="roberta", tau=0.61, steps=40)
+  (ws / "runs" / "broken" / "run.json").write_bytes(os.urandom(64))
+  p = _cli(workspace=ws)
+  assert p.stdout.splitlines()[0].split()[-1] == "problems"
+  assert "good" in p.stdout and "broken" in p.stdout
+  assert "warning: run broken: run.json: not " in p.stderr
