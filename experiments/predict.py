@@ -5,8 +5,11 @@ r"""Writes a Kaggle submission (id,cell_order) for every notebook of a split.
 
 Several runs (--workdir=A,B,C, or an ensemble run folder with ensemble.json)
 predict as one ensemble (jaxrank/ensemble.py). No orders are needed. The file
-is written atomically; every notebook and every
-cell is checked to be present exactly once before it is written.
+is written atomically; every notebook and every cell is checked to be present
+exactly once before it is written. Notebooks of any length get a prediction:
+those over --max_cells cells are predicted in windows (jaxrank.windows); a
+notebook whose prediction fails is named in a warning and written in its given
+order (code, then markdown).
 """
 
 from absl import app, flags, logging
@@ -18,6 +21,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder, ensemble run folder
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
                                  required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split folder to predict.")
+_MAX_CELLS = flags.DEFINE_integer("max_cells", None, "Longer notebooks are predicted in "
+                                  "windows of at most this many cells (default: the largest "
+                                  "bucket of the run).")
 _OUTPUT = flags.DEFINE_string("output", None, "submission.csv path (default: "
                               "WORKDIR/predictions/<split>.csv).")
 
@@ -32,7 +38,7 @@ def main(argv):
     raise app.UsageError("several --workdir runs: name the submission file with --output")
   predictor, _ = ensemble.load_predictor(_WORKDIR.value)
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
-  preds = predictor.predict(nbs)
+  preds = predictor.predict(nbs, max_cells=_MAX_CELLS.value)
   submission.validate_submission(preds, nbs)
   out = _OUTPUT.value or f"{_WORKDIR.value}/predictions/{_SPLIT.value}.csv"
   path = submission.write_submission(out, preds)

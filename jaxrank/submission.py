@@ -53,6 +53,8 @@ def read_submission(path: str | os.PathLike) -> dict[str, list[str]]:
     text = path.read_text(encoding="utf-8")
   except UnicodeDecodeError as e:
     raise SubmissionError(f"{path}: not UTF-8 text ({e})") from None
+  # A 50,000-cell notebook is a ~450 KB field; csv's default limit is 128 KB.
+  csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
   rows = csv.reader(io.StringIO(text))
   header = next(rows, None)
   if header is None or tuple(h.strip().lstrip("\ufeff") for h in header) != HEADER:

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint, decode, features, loop, metrics, results, store
+from jaxrank import checkpoint, decode, features, loop, metrics, results, store, windows
 from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
 
@@ -158,6 +158,22 @@ def _names(value) -> list[str]:
   return [str(v).strip() for v in items if str(v).strip()]
 
 
+def fit_buckets(train_nbs, val_nbs, buckets) -> tuple[list[Notebook], list[Notebook]]:
+  """Training notebooks longer than the largest bucket become runs of their true
+  order that fit (`windows.split_known`); such validation notebooks are left out
+  of the in-training validation (experiments.evaluate scores them in windows)."""
+  limit = buckets[-1]
+  long_val = [nb for nb in val_nbs if nb.n_cells > limit]
+  if long_val:
+    logging.warning("validation leaves out %d notebooks longer than the largest bucket (%d): %s",
+                    len(long_val), limit, ", ".join(nb.id for nb in long_val[:10]))
+  n_long = sum(nb.n_cells > limit for nb in train_nbs)
+  if n_long:
+    logging.info("training on %d notebooks longer than %d cells in windows", n_long, limit)
+  return ([w for nb in train_nbs for w in windows.split_known(nb, limit)],
+          [nb for nb in val_nbs if nb.n_cells <= limit])
+
+
 # --- prediction ------------------------------------------------------------------------
 class Predictor:
   """Trained params + featurizer -> full cell orders for any notebooks."""
@@ -174,9 +190,53 @@ class Predictor:
     self._fwd = jax.jit(fn, out_shardings=NamedSharding(mesh, P()))
     self._cfg_fwd = {}
 
-  def predict(self, notebooks: Sequence[Notebook], cfg_override: Any = None) -> dict[str, list[str]]:
-    items = features.items_any(self.features_kind, self.featurizer, notebooks)
-    return self.predict_items(notebooks, items, cfg_override)
+  def predict(self, notebooks: Sequence[Notebook], cfg_override: Any = None, *,
+              max_cells: int | None = None) -> dict[str, list[str]]:
+    """An order for every notebook, whatever its size or content.
+
+    Notebooks longer than `max_cells` (default: the largest bucket) are
+    predicted in windows (`jaxrank.windows`), so memory stays linear in cells.
+    A notebook whose featurizing, forward pass or decoding fails is named in
+    a warning and gets its given order (`windows.given_order`): one bad
+    notebook never costs the submission.
+    """
+    max_cells = max_cells or self.data_cfg.buckets[-1]
+    parts: dict[str, list[Notebook]] = {}
+    for nb in notebooks:
+      try:
+        parts[nb.id] = windows.split(nb, max_cells)
+      except Exception as e:  # pylint: disable=broad-except
+        _fallback_warning(nb.id, "splitting into windows", e)
+    flat = [w for ws in parts.values() for w in ws]
+    part_preds = self._predict_isolated(flat, cfg_override)
+    preds, failed = {}, []
+    for nb in notebooks:
+      ws = parts.get(nb.id, [])
+      if ws and all(w.id in part_preds for w in ws):
+        preds[nb.id] = windows.join([part_preds[w.id] for w in ws])
+      else:
+        preds[nb.id] = windows.given_order(nb)
+        failed.append(nb.id)
+    if len(failed) > 1 and len(failed) == len(notebooks):  # not a strange notebook: a bug
+      raise RuntimeError(f"prediction failed for all {len(failed)} notebooks (see the warnings)")
+    return preds
+
+  def _predict_isolated(self, notebooks: Sequence[Notebook], cfg_override=None,
+                        ) -> dict[str, list[str]]:
+    """predict_items over `notebooks`; on an error, halves the group until the
+    failing notebooks are alone, which are then left out with a warning."""
+    if not notebooks:
+      return {}
+    try:
+      items = features.items_any(self.features_kind, self.featurizer, notebooks)
+      return self.predict_items(notebooks, items, cfg_override)
+    except Exception as e:  # pylint: disable=broad-except
+      if len(notebooks) == 1:
+        _fallback_warning(notebooks[0].id, "prediction", e)
+        return {}
+    mid = len(notebooks) // 2
+    return {**self._predict_isolated(notebooks[:mid], cfg_override),
+            **self._predict_isolated(notebooks[mid:], cfg_override)}
 
   def _fwd_for(self, cfg):
     """The jitted forward for a model config (decode-time overrides may change it)."""
@@ -209,6 +269,11 @@ class Predictor:
       keys = self.family.module.markdown_keys(out, row, nb.n_code, nb.n_markdown, cfg)
       preds[nb.id] = decode.order_from_keys(nb, keys)
     return preds
+
+
+def _fallback_warning(nb_id: str, what: str, e: BaseException) -> None:
+  logging.warning("notebook %s: %s failed (%s: %s); using its given order (code, then markdown)",
+                  nb_id.split("#window")[0], what, type(e).__name__, str(e)[:300])
 
 
 def evaluate_predictions(notebooks: Sequence[Notebook], preds) -> tuple[dict, Any]:
@@ -310,7 +375,7 @@ def _train_and_evaluate(config, workdir: str | Path, *,
 
   # Data and features. Features are refit only when none are saved yet.
   nbs = load_notebooks(config.data)
-  train_nbs, val_nbs = split_data(nbs, config.data)
+  train_nbs, val_nbs = fit_buckets(*split_data(nbs, config.data), config.data.buckets)
   logging.info("data: %d train / %d validation notebooks", len(train_nbs), len(val_nbs))
   kind = config.features.kind
   try:

@@ -189,13 +189,7 @@ def lexical_sim(texts: Sequence[str], max_chars: int = 5_000) -> np.ndarray:
   the same "which code cell shares this markdown's words" evidence everywhere.
   """
   n = len(texts)
-  toks = [words(t, max_chars) for t in texts]
-  vocab: dict[str, int] = {}
-  rows, cols = [], []
-  for r, ws in enumerate(toks):
-    for w in ws:
-      rows.append(r)
-      cols.append(vocab.setdefault(w, len(vocab)))
+  rows, cols, vocab = _word_entries(texts, max_chars)
   if not vocab:
     return np.zeros((n, n), np.float32)
   counts = np.zeros((n, len(vocab)), np.float32)
@@ -205,3 +199,29 @@ def lexical_sim(texts: Sequence[str], max_chars: int = 5_000) -> np.ndarray:
   x = tf * (np.log((1.0 + n) / (1.0 + df)) + 1.0)
   x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
   return (x @ x.T).astype(np.float32)
+
+
+def _word_entries(texts: Sequence[str], max_chars: int) -> tuple[list[int], list[int], dict]:
+  """(row, word id) of every word occurrence, and the notebook's own vocabulary."""
+  vocab: dict[str, int] = {}
+  rows, cols = [], []
+  for r, t in enumerate(texts):
+    for w in words(t, max_chars):
+      rows.append(r)
+      cols.append(vocab.setdefault(w, len(vocab)))
+  return rows, cols, vocab
+
+
+def lexical_vectors(texts: Sequence[str], max_chars: int = 5_000) -> sp.csr_matrix:
+  """The per-notebook word TF-IDF of `lexical_sim`, L2-normalised rows, sparse
+  [n, notebook vocabulary]: memory linear in the text, for notebooks of any size."""
+  n = len(texts)
+  rows, cols, vocab = _word_entries(texts, max_chars)
+  counts = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                         shape=(n, max(len(vocab), 1)), dtype=np.float32)
+  counts.sum_duplicates()
+  df = np.bincount(counts.indices, minlength=counts.shape[1])
+  x = counts.copy()
+  x.data = (1.0 + np.log(x.data)) * (np.log((1.0 + n) / (1.0 + df[x.indices])) + 1.0)
+  norms = np.sqrt(np.asarray(x.multiply(x).sum(1)).ravel())
+  return sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ x
