@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import common  # defines --workspace
 from jaxrank.data import notebooks

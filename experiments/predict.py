@@ -12,7 +12,7 @@ notebook whose prediction fails is named in a warning and written in its given
 order (code, then markdown).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import common
 

@@ -9,7 +9,7 @@ checkpoint on it, writes a Kaggle submission for the sample's test split
 table of every run in the workspace. Running it again resumes/reuses the run.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 from experiments.configs import bow_mlp
