@@ -60,15 +60,15 @@ class Watcher(threading.Thread):
   def __init__(self, root: Path):
     super().__init__(daemon=True)
     self.root, self.violations, self.reads = root, [], 0
-    self._stop = threading.Event()
+    self._halt = threading.Event()
 
   def stop(self) -> None:
-    self._stop.set()
+    self._halt.set()
     self.join()
 
   def run(self) -> None:
     import numpy as np  # pylint: disable=g-import-not-at-top
-    while not self._stop.is_set():
+    while not self._halt.is_set():
       for path in list(self.root.rglob("*")):
         rel = path.relative_to(self.root)
         # Temp names are private to their writer; Orbax step folders are checked after kills.

@@ -136,3 +136,12 @@ def test_20000_cell_notebook_beside_normal_ones_gives_a_complete_submission(run_
         f"{base / 1024:.0f} MB without")
   # A dense [n, n] float32 block alone would be 1.6 GB.
   assert peak - base < 600 * 1024
+
+
+def test_training_cuts_long_notebooks_into_runs_of_their_true_order():
+  long = long_notebook(300)
+  short = notebooks.load_split(notebooks.sample_data_dir(), "test")[0]
+  train_nbs, val_nbs = train.fit_buckets([long, short], [long, short], (64, 128))
+  assert [nb.n_cells for nb in train_nbs] == [128, 128, 44, short.n_cells]
+  assert [c for nb in train_nbs[:3] for c in nb.order] == list(long.order)
+  assert val_nbs == [short]  # scored whole or not at all
