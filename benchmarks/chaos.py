@@ -99,27 +99,38 @@ class Watcher(threading.Thread):
 
 
 def _run_with_kills(cmd: list[str], log: Path, rng: random.Random, kills: int,
-                    after_kill: Callable[[], None], window_s: float) -> tuple[int, int]:
+                    after_kill: Callable[[], None], window_s: float,
+                    progress: Callable[[], int] | None = None, total: int = 0
+                    ) -> tuple[list[int], int]:
   """Runs `cmd` until it exits 0, SIGKILLing it up to `kills` times at random
-  moments; returns (kills done, starts)."""
-  done, starts = 0, 0
+  moments: a random time into the run or, half the time when `progress` (e.g.
+  the last logged step of `total`) is given, right after a random step, so
+  kills land in start-up, steps and checkpoint writes alike. Returns (the
+  progress at each kill, starts)."""
+  done, starts, where = 0, 0, []
   while True:
     starts += 1
     with open(log, "ab") as f:
       proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=f, stderr=subprocess.STDOUT)
     if done < kills:
       t_kill = time.monotonic() + rng.uniform(0.5, window_s)
-      while proc.poll() is None and time.monotonic() < t_kill:
-        time.sleep(0.01)
+      at_step = (rng.randint(min(progress() + 1, total), total)
+                 if progress and total and rng.random() < 0.5 else None)
+      if at_step is not None:
+        t_kill += 3600  # the step decides
+      while proc.poll() is None and time.monotonic() < t_kill and (
+          at_step is None or progress() < at_step):
+        time.sleep(0.002)
       if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done += 1
+        where.append(progress() if progress else -1)
         after_kill()
         continue
     rc = proc.wait()
     if rc == 0:
-      return done, starts
+      return where, starts
     raise RuntimeError(f"{cmd[2]} exited {rc}; see {log}")
 
 
@@ -161,7 +172,8 @@ def _train(out: Path, rng: random.Random, runs: int, kills: int, steps: int) -> 
             bad.append(f"{kind}/{step}: {str(e)[:100]}")
 
     n_kills, starts = _run_with_kills(cmd(wd), out / f"train_{i}.log", rng,
-                                      rng.randint(1, kills), check_checkpoints, window)
+                                      rng.randint(1, kills), check_checkpoints, window,
+                                      lambda wd=wd: _last_step(wd), steps)
     watcher.stop()
     got = [np.asarray(x) for x in _leaves(checkpoint.restore_params(wd))]
     same = len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
@@ -170,7 +182,8 @@ def _train(out: Path, rng: random.Random, runs: int, kills: int, steps: int) -> 
     aside = list((wd / "checkpoints" / "broken").glob("*"))
     ok = same and val == want_val and loss == want_loss and not watcher.violations \
         and not bad_ckpts and not aside
-    print(f"train run {i}: {n_kills} kill -9, {starts} starts; params identical: {same}; "
+    print(f"train run {i}: kill -9 after steps {n_kills} (of {steps}), {starts} starts; "
+          f"params identical: {same}; "
           f"val identical: {val == want_val}; losses identical: {loss == want_loss}; "
           f"files read while running: {watcher.reads}, half-written: {len(watcher.violations)}; "
           f"checkpoints not restoring after a kill: {len(bad_ckpts)}; set aside: {len(aside)}"
@@ -178,6 +191,23 @@ def _train(out: Path, rng: random.Random, runs: int, kills: int, steps: int) -> 
     if not ok:
       failures.append(f"train run {i}: {watcher.violations[:3]} {bad_ckpts[:3]}")
   return failures
+
+
+def _last_step(wd: Path) -> int:
+  """The last training step in the run's metrics log (0 if none)."""
+  try:
+    lines = (wd / "metrics.jsonl").read_bytes().split(b"\n")[:-1]
+  except FileNotFoundError:
+    return 0
+  steps = [0]
+  for line in lines:
+    try:
+      rec = json.loads(line)
+    except ValueError:
+      continue
+    if rec.get("split") == "train":
+      steps.append(int(rec["step"]))
+  return max(steps)
 
 
 def _leaves(tree):
@@ -218,12 +248,14 @@ def _encode(out: Path, rng: random.Random, runs: int, kills: int) -> list[str]:
     watcher = Watcher(ws.data_dir)
     watcher.start()
     n_kills, starts = _run_with_kills(cmd(ws), out / f"encode_{i}.log", rng,
-                                      rng.randint(1, kills), lambda: None, window)
+                                      rng.randint(1, kills), lambda: None, window,
+                                      lambda ws=ws: len(list(ws.data_dir.rglob("shard-*.npz"))))
     watcher.stop()
     got = vectors(ws)
     same = got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
     ok = same and not watcher.violations
-    print(f"encode run {i}: {n_kills} kill -9, {starts} starts; {len(got)} vectors, identical: "
+    print(f"encode run {i}: kill -9 after shards {n_kills}, {starts} starts; {len(got)} "
+          f"vectors, identical: "
           f"{same}; files read while running: {watcher.reads}, half-written: "
           f"{len(watcher.violations)}" + ("" if ok else "  <-- FAILED"))
     if not ok:
