@@ -195,6 +195,8 @@ def report_user_error(e: BaseException, *, parsing_flags: bool = False) -> bool:
 
 def run(main: Callable[[list[str]], object]) -> None:
   """`absl.app.run(main)`, with user errors as one line on stderr and exit code 1."""
+  global _RUN_CALLED
+  _RUN_CALLED = True
   started = []
 
   def wrapped(argv):
@@ -211,9 +213,12 @@ def run(main: Callable[[list[str]], object]) -> None:
     raise
 
 
+_RUN_CALLED = False
+
+
 def _excepthook(exc_type, exc, tb):
   """Errors raised while the entry point's flags are defined (before `run`)."""
-  if isinstance(exc, Exception):
+  if isinstance(exc, Exception) and not _RUN_CALLED:
     with contextlib.suppress(Exception):
       if report_user_error(exc, parsing_flags=True):
         sys.exit(EXIT_USER_ERROR)

@@ -97,8 +97,16 @@ class Checkpointer:
     return self.latest.latest_step()
 
   def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+    """Saves `step`, unless it is on disk already: a resumed run replays the steps
+    after its newest periodic checkpoint exactly, so a best/ step written before a
+    kill holds this very state (and Orbax refuses to write a step twice)."""
+    mngr = self.best if best else self.latest
+    if step in mngr.all_steps():
+      log.info("checkpoint %s/%d exists (written before a restart); not saving it again",
+               BEST if best else LATEST, step)
+      return
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-    (self.best if best else self.latest).save(step, args=args, force=True)
+    mngr.save(step, args=args, force=True)
 
   def restore(self, abstract_state: Any, step: int | None = None, *, best: bool = False):
     """Returns (state, meta) of `step`, or of the newest step that restores.

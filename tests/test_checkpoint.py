@@ -118,3 +118,18 @@ def test_truncated_newest_checkpoint_rerun_resumes_and_matches_uninterrupted(tmp
   for x, y in zip(got, want, strict=True):
     np.testing.assert_array_equal(x, y)
 
+
+
+def test_a_step_already_on_disk_is_not_written_again(tmp_path):
+  # Killed after best/5 was written but before the next periodic save: the resumed
+  # run replays step 5 and finds it better again. Orbax alone refuses the save.
+  ck = checkpoint.Checkpointer(tmp_path)
+  ck.save(5, _state(5), {"step": 5}, best=True)
+  ck.wait()
+  ck.close()
+  ck = checkpoint.Checkpointer(tmp_path)
+  ck.save(5, _state(5), {"step": 5}, best=True)
+  ck.save(6, _state(6), {"step": 6}, best=True)
+  ck.wait()
+  assert ck.best.all_steps() == [6]
+  ck.close()
