@@ -25,6 +25,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments import common
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The stage's folder (holds done.json).",
                                required=True)
 _MODULE = flags.DEFINE_string("module", None, "Entry point to run (python -m MODULE).",
@@ -77,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)  # exits with main's status
+  common.run(main)  # exits with main's status

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jaxrank import decode, features, io_utils
+from jaxrank import decode, features, io_utils, windows
 from jaxrank.data.types import Notebook
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -165,7 +165,16 @@ class EnsemblePredictor:
       probs, key = module.markdown_belief(out, row, nb.n_code, nb.n_markdown, cfg)
       yield j, probs, key
 
-  def predict(self, notebooks: Sequence[Notebook]) -> dict[str, list[str]]:
+  def predict(self, notebooks: Sequence[Notebook], *,
+              max_cells: int | None = None) -> dict[str, list[str]]:
+    """An order for every notebook, whatever its size or content
+    (`windows.predict_all`): notebooks longer than `max_cells` (default: the
+    smallest of the members' largest buckets) in windows; one that fails gets
+    its given order."""
+    max_cells = max_cells or min(m.data_cfg.buckets[-1] for m in self.members)
+    return windows.predict_all(self.predict_exact, notebooks, max_cells)
+
+  def predict_exact(self, notebooks: Sequence[Notebook]) -> dict[str, list[str]]:
     """Full orders; members run one after another, their beliefs summed as they come
     (memory: one running sum per notebook, whatever the number of members)."""
     any_gap = any(_has_gap_head(m) for m in self.members)

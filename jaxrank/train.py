@@ -192,51 +192,13 @@ class Predictor:
 
   def predict(self, notebooks: Sequence[Notebook], cfg_override: Any = None, *,
               max_cells: int | None = None) -> dict[str, list[str]]:
-    """An order for every notebook, whatever its size or content.
-
-    Notebooks longer than `max_cells` (default: the largest bucket) are
-    predicted in windows (`jaxrank.windows`), so memory stays linear in cells.
-    A notebook whose featurizing, forward pass or decoding fails is named in
-    a warning and gets its given order (`windows.given_order`): one bad
-    notebook never costs the submission.
-    """
-    max_cells = max_cells or self.data_cfg.buckets[-1]
-    parts: dict[str, list[Notebook]] = {}
-    for nb in notebooks:
-      try:
-        parts[nb.id] = windows.split(nb, max_cells)
-      except Exception as e:  # pylint: disable=broad-except
-        _fallback_warning(nb.id, "splitting into windows", e)
-    flat = [w for ws in parts.values() for w in ws]
-    part_preds = self._predict_isolated(flat, cfg_override)
-    preds, failed = {}, []
-    for nb in notebooks:
-      ws = parts.get(nb.id, [])
-      if ws and all(w.id in part_preds for w in ws):
-        preds[nb.id] = windows.join([part_preds[w.id] for w in ws])
-      else:
-        preds[nb.id] = windows.given_order(nb)
-        failed.append(nb.id)
-    if len(failed) > 1 and len(failed) == len(notebooks):  # not a strange notebook: a bug
-      raise RuntimeError(f"prediction failed for all {len(failed)} notebooks (see the warnings)")
-    return preds
-
-  def _predict_isolated(self, notebooks: Sequence[Notebook], cfg_override=None,
-                        ) -> dict[str, list[str]]:
-    """predict_items over `notebooks`; on an error, halves the group until the
-    failing notebooks are alone, which are then left out with a warning."""
-    if not notebooks:
-      return {}
-    try:
-      items = features.items_any(self.features_kind, self.featurizer, notebooks)
-      return self.predict_items(notebooks, items, cfg_override)
-    except Exception as e:  # pylint: disable=broad-except
-      if len(notebooks) == 1:
-        _fallback_warning(notebooks[0].id, "prediction", e)
-        return {}
-    mid = len(notebooks) // 2
-    return {**self._predict_isolated(notebooks[:mid], cfg_override),
-            **self._predict_isolated(notebooks[mid:], cfg_override)}
+    """An order for every notebook, whatever its size or content
+    (`windows.predict_all`): notebooks longer than `max_cells` (default: the
+    largest bucket) in windows; one that fails gets its given order."""
+    def exact(nbs):
+      items = features.items_any(self.features_kind, self.featurizer, nbs)
+      return self.predict_items(nbs, items, cfg_override)
+    return windows.predict_all(exact, notebooks, max_cells or self.data_cfg.buckets[-1])
 
   def _fwd_for(self, cfg):
     """The jitted forward for a model config (decode-time overrides may change it)."""
@@ -269,11 +231,6 @@ class Predictor:
       keys = self.family.module.markdown_keys(out, row, nb.n_code, nb.n_markdown, cfg)
       preds[nb.id] = decode.order_from_keys(nb, keys)
     return preds
-
-
-def _fallback_warning(nb_id: str, what: str, e: BaseException) -> None:
-  logging.warning("notebook %s: %s failed (%s: %s); using its given order (code, then markdown)",
-                  nb_id.split("#window")[0], what, type(e).__name__, str(e)[:300])
 
 
 def evaluate_predictions(notebooks: Sequence[Notebook], preds) -> tuple[dict, Any]:

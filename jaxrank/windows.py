@@ -23,13 +23,16 @@ as given (code in order, then markdown) — a valid line of the submission.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from jaxrank.data.types import CODE, Notebook
 from jaxrank.text import bow
+
+log = logging.getLogger(__name__)
 
 # Windows are filled to about this share of max_cells, leaving markdown room to
 # follow its code.
@@ -101,3 +104,55 @@ def split_known(nb: Notebook, max_cells: int) -> list[Notebook]:
 def join(orders: Sequence[Sequence[str]]) -> list[str]:
   """The whole notebook's order from its windows' orders (in window order)."""
   return [c for order in orders for c in order]
+
+
+def predict_all(predict_fn: Callable[[Sequence[Notebook]], dict[str, list[str]]],
+                notebooks: Sequence[Notebook], max_cells: int) -> dict[str, list[str]]:
+  """An order for every notebook, whatever its size or content.
+
+  `predict_fn(notebooks) -> {id: order}` is a model's plain prediction, which
+  may raise. Notebooks longer than `max_cells` go to it as windows (`split`);
+  a notebook whose windowing, featurizing, forward pass or decoding fails is
+  named in a warning and gets its given order: one strange notebook never
+  costs the submission. If every notebook fails (more than one), that is not a
+  strange notebook but a broken model or featurizer: RuntimeError.
+  """
+  parts: dict[str, list[Notebook]] = {}
+  for nb in notebooks:
+    try:
+      parts[nb.id] = split(nb, max_cells)
+    except Exception as e:  # pylint: disable=broad-except
+      _fallback_warning(nb.id, "splitting into windows", e)
+  flat = [w for ws in parts.values() for w in ws]
+  part_preds = _isolated(predict_fn, flat)
+  preds, failed = {}, []
+  for nb in notebooks:
+    ws = parts.get(nb.id, [])
+    if ws and all(w.id in part_preds for w in ws):
+      preds[nb.id] = join([part_preds[w.id] for w in ws])
+    else:
+      preds[nb.id] = given_order(nb)
+      failed.append(nb.id)
+  if len(failed) > 1 and len(failed) == len(notebooks):
+    raise RuntimeError(f"prediction failed for all {len(failed)} notebooks (see the warnings)")
+  return preds
+
+
+def _isolated(predict_fn, notebooks: Sequence[Notebook]) -> dict[str, list[str]]:
+  """predict_fn over `notebooks`; on an error, halves the group until the
+  failing notebooks are alone, which are then left out with a warning."""
+  if not notebooks:
+    return {}
+  try:
+    return predict_fn(notebooks)
+  except Exception as e:  # pylint: disable=broad-except
+    if len(notebooks) == 1:
+      _fallback_warning(notebooks[0].id, "prediction", e)
+      return {}
+  mid = len(notebooks) // 2
+  return {**_isolated(predict_fn, notebooks[:mid]), **_isolated(predict_fn, notebooks[mid:])}
+
+
+def _fallback_warning(nb_id: str, what: str, e: BaseException) -> None:
+  log.warning("notebook %s: %s failed (%s: %s); using its given order (code, then markdown)",
+              nb_id.split("#window")[0], what, type(e).__name__, str(e)[:300])
