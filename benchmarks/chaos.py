@@ -25,7 +25,6 @@ without warning does.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -48,9 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _env() -> dict[str, str]:
-  fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-  return dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {fast}")
+  from tests.conftest import subprocess_env  # pylint: disable=g-import-not-at-top
+  return subprocess_env(1)
 
 
 class Watcher(threading.Thread):
@@ -195,19 +193,8 @@ def _train(out: Path, rng: random.Random, runs: int, kills: int, steps: int) -> 
 
 def _last_step(wd: Path) -> int:
   """The last training step in the run's metrics log (0 if none)."""
-  try:
-    lines = (wd / "metrics.jsonl").read_bytes().split(b"\n")[:-1]
-  except FileNotFoundError:
-    return 0
-  steps = [0]
-  for line in lines:
-    try:
-      rec = json.loads(line)
-    except ValueError:
-      continue
-    if rec.get("split") == "train":
-      steps.append(int(rec["step"]))
-  return max(steps)
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  return max(helpers.train_steps_logged(wd), default=0)
 
 
 def _leaves(tree):
@@ -219,7 +206,7 @@ def _encode(out: Path, rng: random.Random, runs: int, kills: int) -> list[str]:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxrank import store  # pylint: disable=g-import-not-at-top
   from jaxrank.data import notebooks  # pylint: disable=g-import-not-at-top
-  from jaxrank.text import encoder_features  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import encoder as encoder_features  # pylint: disable=g-import-not-at-top
   from tests.test_roberta import make_tiny_bert_folder  # pylint: disable=g-import-not-at-top
 
   src = make_tiny_bert_folder(out / "tiny_bert")

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from jaxrank import lock
-from tests.slurm_cluster import REPO_ROOT, tiny_train_flagfile
-from tests.conftest import FAST_XLA
+from tests.conftest import REPO_ROOT, subprocess_env
+from tests.slurm_cluster import tiny_train_flagfile
 
 
 def _write_lock(workdir, **holder):
@@ -111,8 +111,7 @@ def test_young_unreadable_lock_is_held_old_one_taken(tmp_path):
 def test_second_trainer_exits_at_once_and_the_first_finishes_undisturbed(tmp_path):
   flagfile = tiny_train_flagfile(tmp_path / "tiny.flags", **{"train.steps": 30})
   wd = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  env = subprocess_env(1)
   cmd = [sys.executable, "-m", "experiments.train", f"--flagfile={flagfile}", f"--workdir={wd}",
          f"--workspace={tmp_path / 'ws'}"]
   first = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -3,7 +3,6 @@ fails gets its given order, the others are unharmed."""
 
 import json
 import logging
-import os
 import subprocess
 import sys
 
@@ -11,9 +10,8 @@ import pytest
 
 from jaxrank import features, metrics, submission, train, windows
 from jaxrank.data import notebooks
-from tests.conftest import FAST_XLA
+from tests.conftest import REPO_ROOT, subprocess_env
 from tests.long_notebooks import long_notebook
-from tests.slurm_cluster import REPO_ROOT
 from tests.tiny import tiny_bow_config
 
 
@@ -103,8 +101,7 @@ def _predict_peak_rss_kb(run_dir, data_dir, out, *extra) -> int:
   code = ("import atexit, resource, runpy, sys; atexit.register(lambda: print('PEAK_RSS_KB', "
           "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
           "runpy.run_module('experiments.predict', run_name='__main__', alter_sys=True)")
-  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}")
+  env = subprocess_env(1)
   p = subprocess.run([sys.executable, "-c", code, f"--workdir={run_dir}",
                       f"--data_dir={data_dir}", "--split=test", f"--output={out}", *extra],
                      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
