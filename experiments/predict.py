@@ -17,7 +17,7 @@ from absl import flags, logging
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder, ensemble run folder, or several "
-                               "runs A,B,C predicting as one (jaxrank.ensemble).", required=True)
+                               "runs A,B,C predicting as one (jaxrank.ensemble). Required.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
                                  required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split folder to predict.")
@@ -30,20 +30,29 @@ _OUTPUT = flags.DEFINE_string("output", None, "submission.csv path (default: "
 
 def main(argv):
   del argv
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  write(_WORKDIR.value)
+
+
+def write(workdir: str):
+  """Predicts --data_dir/--split with the runs `workdir` and writes the submission
+  (--output); also the body of a bundle's predict.py (experiments.predict_bundle)."""
   common.setup_jax()
   from jaxrank import ensemble, submission
   from jaxrank.data import notebooks
 
-  if "," in _WORKDIR.value and not _OUTPUT.value:
+  if "," in workdir and not _OUTPUT.value:
     raise app.UsageError("several --workdir runs: name the submission file with --output")
-  predictor, _ = ensemble.load_predictor(_WORKDIR.value)
+  predictor, _ = ensemble.load_predictor(workdir)
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
   preds = predictor.predict(nbs, max_cells=_MAX_CELLS.value)
   submission.validate_submission(preds, nbs)
-  out = _OUTPUT.value or f"{_WORKDIR.value}/predictions/{_SPLIT.value}.csv"
+  out = _OUTPUT.value or f"{workdir}/predictions/{_SPLIT.value}.csv"
   path = submission.write_submission(out, preds)
   logging.info("wrote %d notebooks to %s", len(preds), path)
   print(path)
+  return path
 
 
 if __name__ == "__main__":

@@ -1,0 +1,160 @@
+"""Kaggle submission bundles (experiments.bundle, jaxrank/bundle.py): real runs, real pip.
+
+The suite test packs an ensemble run (a BOW-MLP run and a cells ranker on a
+stored encoder's vectors) with jaxrank's own wheel only (`--nowith_deps`; pip
+builds it, fetching setuptools from PyPI or pip's cache), deletes the original
+workspace, and runs B/predict.py with this interpreter from another folder,
+PYTHONPATH unset: the submission must equal `experiments.predict`'s, byte for
+byte, and the bundle must be left unchanged.
+
+The slow test (`pytest -m slow tests/test_bundle.py`, ~N min: it downloads
+~350 MB of wheels unless JAXRANK_TEST_WHEELHOUSE names a wheelhouse) packs
+every wheel and runs the bundle's own notebook code: a fresh virtual
+environment from B/wheels alone (`pip install --no-index`), then predict.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from jaxrank import bundle, ensemble, store, train
+from jaxrank.data.notebooks import sample_data_dir
+from tests.conftest import FAST_XLA
+from tests.test_rankers import tiny_cells_config
+from tests.test_roberta import make_tiny_bert_folder
+from tests.tiny import tiny_bow_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra) -> dict[str, str]:
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAXRANK_HOME")}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}",
+             **extra)
+  return {k: v for k, v in env.items() if v is not None}  # None: unset
+
+
+def _run(cmd, cwd, timeout=900, **extra):
+  p = subprocess.run(cmd, cwd=cwd, env=_env(**extra), capture_output=True, text=True,
+                     timeout=timeout)
+  assert p.returncode == 0, f"{cmd[:3]} failed ({p.returncode}):\n{(p.stdout + p.stderr)[-4000:]}"
+  return p
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+  return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """WS/runs/{bow,cells} and the ensemble run WS/runs/ens; the reference submission."""
+  root = tmp_path_factory.mktemp("bundle")
+  ws = store.Workspace(root / "ws").ensure()
+  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
+  train.train_and_evaluate(tiny_bow_config(), ws.runs_dir / "bow")
+  train.train_and_evaluate(tiny_cells_config(ws, **{"train.steps": 2, "data.buckets": (128, 1024)}), ws.runs_dir / "cells")
+  ensemble.write_ensemble_run(ws.runs_dir / "ens", [ws.runs_dir / "bow", ws.runs_dir / "cells"])
+  want = root / "want.csv"
+  _run([sys.executable, "-m", "experiments.predict", f"--workdir={ws.runs_dir / 'ens'}",
+        f"--data_dir={sample_data_dir()}", "--split=test", f"--output={want}"], cwd=ROOT)
+  return root, ws, want
+
+
+def test_bundle_predicts_like_experiments_predict_from_its_own_folder(trained):
+  root, ws, want = trained
+  out = root / "B"
+  p = _run([sys.executable, "-m", "experiments.bundle", f"--workdir={ws.runs_dir / 'ens'}",
+            f"--out={out}", "--nowith_deps"], cwd=ROOT)
+  assert "2 run(s), 1 store entries" in p.stdout
+
+  # Layout: the two member runs, each with exactly one checkpoint step; the store model.
+  manifest = json.loads((out / "bundle.json").read_text())
+  assert [m["run"] for m in manifest["members"]] == ["runs/bow", "runs/cells"]
+  assert [(e["kind"], e["name"]) for e in manifest["store"]] == [("model", "tiny")]
+  store.verify(store.Workspace(out / "workspace"), "tiny")  # every file's sha256
+  for m in manifest["members"]:
+    run = out / "workspace" / m["run"]
+    steps = [s for d in bundle.CHECKPOINT_DIRS for s in (run / d).glob("*") if s.name.isdigit()]
+    assert len(steps) == 1 and (run / "featurizer").is_dir() and (run / "config.json").is_file()
+  # Nothing in the bundle points back into the workspace it came from.
+  for path in (out / "workspace" / "runs").rglob("*.json"):
+    assert str(ws.root) not in path.read_text(), path
+  feat = json.loads((out / "workspace/runs/cells/featurizer/encoder_features.json").read_text())
+  assert feat["workspace"] == "$WORKSPACE"
+  assert feat["cache_dir"] == "$WORKSPACE/data/encoder_cache"
+  # The wheel carries the library, the entry points and this very predict script.
+  wheels = sorted((out / "wheels").glob("*.whl"))
+  assert [w.name for w in wheels] == ["jaxrank-0.1.0-py3-none-any.whl"]
+  names = zipfile.ZipFile(wheels[0]).namelist()
+  assert {"jaxrank/bundle.py", "experiments/predict.py", "experiments/predict_bundle.py",
+          "jaxrank/data/sample/train_orders.csv"} <= set(names)
+  assert (out / "predict.py").read_bytes() == (ROOT / "experiments/predict_bundle.py").read_bytes()
+  nb = json.loads((out / "submit.ipynb").read_text())
+  code = "".join(c["source"] for c in nb["cells"] if c["cell_type"] == "code")
+  assert '"--no-index"' in code and "predict.py" in code
+  compile(code, "submit.ipynb", "exec")
+
+  # The original workspace is gone; predict from the bundle alone, elsewhere.
+  shutil.move(ws.root, root / "ws-moved")
+  try:
+    before = _tree_digest(out)
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    _run([sys.executable, str(out / "predict.py"), f"--data_dir={sample_data_dir()}",
+          "--split=test", f"--scratch={root / 'scratch'}"], cwd=elsewhere)
+    assert (elsewhere / "submission.csv").read_bytes() == want.read_bytes()
+    assert _tree_digest(out) == before  # the bundle (read-only on Kaggle) was not written to
+    assert any((root / "scratch/data/encoder_cache/tiny").rglob("shard-*.npz"))  # computed there
+  finally:
+    shutil.move(root / "ws-moved", ws.root)
+
+
+def test_bundle_refuses_an_existing_folder_and_a_run_without_its_store_model(trained, tmp_path):
+  root, ws, _ = trained
+  (tmp_path / "B").mkdir()
+  p = subprocess.run([sys.executable, "-m", "experiments.bundle",
+                      f"--workdir={ws.runs_dir / 'bow'}", f"--out={tmp_path / 'B'}"], cwd=ROOT,
+                     env=_env(), capture_output=True, text=True, timeout=300)
+  assert p.returncode != 0 and "exists" in p.stderr
+  # A copy of the cells run in a workspace without the model it names.
+  other = store.Workspace(tmp_path / "other").ensure()
+  shutil.copytree(ws.runs_dir / "cells", other.runs_dir / "cells")
+  for path in (other.runs_dir / "cells").rglob("*.json"):
+    path.write_text(path.read_text().replace(str(ws.root), str(other.root)))
+  with pytest.raises(bundle.BundleError, match="names store model 'tiny'"):
+    bundle.pack(str(other.runs_dir / "cells"), tmp_path / "B2")
+
+
+@pytest.mark.slow
+def test_fresh_venv_from_the_bundle_alone_runs_the_notebook(trained):
+  """The whole Kaggle path: every wheel; the notebook's code in a bare interpreter."""
+  root, ws, want = trained
+  out = root / "B-full"
+  wheelhouse = os.environ.get("JAXRANK_TEST_WHEELHOUSE")
+  _run([sys.executable, "-m", "experiments.bundle", f"--workdir={ws.runs_dir / 'ens'}",
+        f"--out={out}", *([f"--wheelhouse={wheelhouse}"] if wheelhouse else [])], cwd=ROOT,
+       timeout=1800)
+  nb = json.loads((out / "submit.ipynb").read_text())
+  code = "".join(c["source"] for c in nb["cells"] if c["cell_type"] == "code")
+  working = root / "kaggle-working"
+  working.mkdir()
+  shutil.move(ws.root, root / "ws-moved")
+  try:
+    # The base interpreter (not this venv's), as a Kaggle kernel has its own.
+    python = getattr(sys, "_base_executable", sys.executable)
+    _run([python, "-c", code], cwd=working, timeout=1800, JAXRANK_BUNDLE=str(out),
+         AI4CODE_DATA=str(sample_data_dir()), JAXRANK_VENV=str(root / "venv"),
+         PIP_NO_INDEX="1", PIP_FIND_LINKS=None, PIP_CONFIG_FILE=os.devnull)
+    assert (working / "submission.csv").read_bytes() == want.read_bytes()
+  finally:
+    shutil.move(root / "ws-moved", ws.root)
