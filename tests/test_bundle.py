@@ -7,8 +7,9 @@ workspace, and runs B/predict.py with this interpreter from another folder,
 PYTHONPATH unset: the submission must equal `experiments.predict`'s, byte for
 byte, and the bundle must be left unchanged.
 
-The slow test (`pytest -m slow tests/test_bundle.py`, ~N min: it downloads
-~350 MB of wheels unless JAXRANK_TEST_WHEELHOUSE names a wheelhouse) packs
+The slow test (`pytest -m slow tests/test_bundle.py`: 13 min on 2 cores at load
+~8, 3 min of CPU; it downloads ~290 MB of wheels unless JAXRANK_TEST_WHEELHOUSE
+names a wheelhouse, and installs them in a new venv) packs
 every wheel and runs the bundle's own notebook code: a fresh virtual
 environment from B/wheels alone (`pip install --no-index`), then predict.py.
 """
