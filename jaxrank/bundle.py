@@ -35,16 +35,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from jaxrank import ensemble, io_utils, store
+from jaxrank import checkpoint, ensemble, features, io_utils, store
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
 WORKSPACE = "workspace"
 WHEELS = "wheels"
 TOKEN = "$WORKSPACE"  # a path relative to the workspace in use
-CHECKPOINT_DIRS = ("best", "checkpoints")  # jaxrank.checkpoint.BEST / LATEST
+CHECKPOINT_DIRS = (checkpoint.BEST, checkpoint.LATEST)  # in the order predict restores them
 _RUN_FILES = ("config.json", "run.json")
-_FEATURIZER = "featurizer"
 
 
 class BundleError(ValueError):
@@ -100,7 +99,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _featurizer_jsons(run: Path) -> list[Path]:
-  return sorted((run / _FEATURIZER).glob("*.json"))
+  return sorted((run / features.FOLDER).glob("*.json"))
 
 
 def store_entries(run: str | os.PathLike) -> list[tuple[tuple[str, ...], str]]:
@@ -181,8 +180,8 @@ def _pack_run(run: Path, dst: Path) -> None:
   for name in _RUN_FILES:
     if (run / name).is_file():
       shutil.copyfile(run / name, dst / name)
-  if (run / _FEATURIZER).is_dir():
-    _copy_tree(run / _FEATURIZER, dst / _FEATURIZER)
+  if (run / features.FOLDER).is_dir():
+    _copy_tree(run / features.FOLDER, dst / features.FOLDER)
   for path in [dst / "config.json", *_featurizer_jsons(dst)]:
     _rewrite_json(path, lambda t: _bundle_paths(t, roots))
   sub, step = _checkpoint_to_copy(run)

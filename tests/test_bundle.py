@@ -29,7 +29,7 @@ import pytest
 
 from jaxrank import bundle, ensemble, store, train
 from jaxrank.data.notebooks import sample_data_dir
-from tests.conftest import FAST_XLA
+from tests.conftest import subprocess_env
 from tests.test_rankers import tiny_cells_config
 from tests.test_roberta import make_tiny_bert_folder
 from tests.tiny import tiny_bow_config
@@ -38,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(**extra) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAXRANK_HOME")}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_XLA}",
-             **extra)
-  return {k: v for k, v in env.items() if v is not None}  # None: unset
+  """A subprocess environment with neither the repo on PYTHONPATH nor $JAXRANK_HOME:
+  what a script finds comes from the installed packages and its own folder."""
+  env = subprocess_env(devices=1, **{k: v for k, v in extra.items() if v is not None})
+  unset = {"PYTHONPATH", "JAXRANK_HOME"} | {k for k, v in extra.items() if v is None}
+  return {k: v for k, v in env.items() if k not in unset}
 
 
 def _run(cmd, cwd, timeout=900, **extra):
@@ -63,7 +64,8 @@ def trained(tmp_path_factory):
   ws = store.Workspace(root / "ws").ensure()
   store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
   train.train_and_evaluate(tiny_bow_config(), ws.runs_dir / "bow")
-  train.train_and_evaluate(tiny_cells_config(ws, **{"train.steps": 2, "data.buckets": (128, 1024)}), ws.runs_dir / "cells")
+  cells = tiny_cells_config(ws, **{"train.steps": 2, "data.buckets": (128, 1024)})
+  train.train_and_evaluate(cells, ws.runs_dir / "cells")
   ensemble.write_ensemble_run(ws.runs_dir / "ens", [ws.runs_dir / "bow", ws.runs_dir / "cells"])
   want = root / "want.csv"
   _run([sys.executable, "-m", "experiments.predict", f"--workdir={ws.runs_dir / 'ens'}",
