@@ -33,25 +33,43 @@ WORKSPACE = flags.DEFINE_string(
 EXIT_PREEMPTED = 85  # checkpointed on a stop signal: requeue me (launch/train.sbatch)
 
 
+def workspace():
+  """The workspace in use: --workspace, else $JAXRANK_HOME, else ./workspace."""
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  return store.Workspace(store.default_workspace_root(WORKSPACE.value, os.environ))
+
+
 def workspace_root() -> Path:
-  return Path(WORKSPACE.value or os.environ.get("JAXRANK_HOME") or "workspace").absolute()
+  return workspace().root
 
 
 def notebook_cache_dir() -> Path:
   """Where parsed competition splits are cached (`jaxrank.data.cache`)."""
-  return workspace_root() / "data" / "cache"
+  return workspace().notebook_cache_dir
 
 
 def fill_workspace(config) -> None:
   """Points a run config's store fields (`features.workspace`, `model.workspace`)
   and the parsed-notebook cache at this workspace where they are left empty."""
-  ws = workspace_root()
-  with config.unlocked():
-    if not config.data.get("cache_dir"):
-      config.data.cache_dir = str(notebook_cache_dir())
-    for group in ("features", "model"):
-      if "workspace" in config[group] and not config[group].workspace:
-        config[group].workspace = str(ws)
+  workspace().fill_run_config(config)
+
+
+def run_dir(workdir: str | None, name: str | None) -> str:
+  """--workdir, else WORKSPACE/runs/<--name>; one of them is required."""
+  if workdir:
+    return workdir
+  if not name:
+    raise app.UsageError("set --workdir or --name (a run under WORKSPACE/runs)")
+  return str(workspace().run_dir(name))
+
+
+def workspace_for(workdir: str):
+  """The workspace a run's store models and caches are looked up in: --workspace
+  or $JAXRANK_HOME when given, else None (the run's own: `train.run_workspace`)."""
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  if WORKSPACE.value or os.environ.get(store.ENV_HOME):
+    return workspace()
+  return None
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -65,6 +83,8 @@ def setup_jax() -> None:
   """Offline, and `jax.distributed` when SLURM (or the user) starts several processes."""
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  # "Unable to initialize backend 'tpu'/IFRT proxy ..." INFO lines at every start.
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
   import jax
   n_tasks = int(os.environ.get("SLURM_NTASKS", os.environ.get("JAXRANK_NUM_PROCESSES", "1")))
   if n_tasks > 1 and "SLURM_STEP_ID" in os.environ:
@@ -73,8 +93,28 @@ def setup_jax() -> None:
     jax.distributed.initialize(os.environ["JAXRANK_COORDINATOR"],
                                int(os.environ["JAXRANK_NUM_PROCESSES"]),
                                int(os.environ["JAXRANK_PROCESS_ID"]))
-  logging.info("jax: %d processes, %d devices (%s)", jax.process_count(), jax.device_count(),
-               jax.devices()[0].platform)
+  devices = jax.devices()
+  logging.info("jax %s: %d processes, %d devices: %s", jax.__version__, jax.process_count(),
+               len(devices), ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in devices})))
+  if gpu_requested(os.environ) and devices[0].platform == "cpu":
+    sys.exit("error: this job asked for a GPU but jax found only CPUs "
+             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): install the "
+             "CUDA jaxlib into the job's environment (BUILD.md, 'GPU jobs') or submit without GPUs")
+
+
+def gpu_requested(environ) -> bool:
+  """Whether the job asked for a GPU (submit.sh --gpus/--gres=gpu, SLURM's GPU
+  variables, CUDA_VISIBLE_DEVICES) and did not force JAX_PLATFORMS=cpu."""
+  if environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+    return False
+  if environ.get("JAXRANK_EXPECT_GPU") == "1":
+    return True
+  slurm = ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_GPUS_PER_NODE",
+           "SLURM_STEP_GPUS")
+  if any(environ.get(k) not in (None, "", "0") for k in slurm):
+    return True
+  cvd = environ.get("CUDA_VISIBLE_DEVICES", "")
+  return bool(cvd) and cvd not in ("-1", "NoDevFiles")
 
 
 class StopFlag:
@@ -103,7 +143,7 @@ EXIT_USER_ERROR = 1
 # Exceptions that mean "fix your input", not "the program is broken": module -> class names.
 _USER_ERRORS = {"jaxrank.data.notebooks": ("DataError",), "jaxrank.lock": ("LockHeld",),
                 "jaxrank.checkpoint": ("CheckpointError",), "jaxrank.store": ("StoreError",),
-                "jaxrank.submission": ("SubmissionError",)}
+                "jaxrank.submission": ("SubmissionError",), "jaxrank.train": ("ConfigChangedError",)}
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

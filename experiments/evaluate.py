@@ -13,8 +13,9 @@ from absl import app, flags
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder, ensemble run folder, or several "
-                               "runs A,B,C scored as one ensemble (jaxrank.ensemble).",
-                               required=True)
+                               "runs A,B,C scored as one ensemble (jaxrank.ensemble); "
+                               "or --name.")
+_NAME = flags.DEFINE_string("name", None, "Run name under WORKSPACE/runs (instead of --workdir).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
                                  required=True)
 _SPLIT = flags.DEFINE_string("split", "train", "Split with a <split>_orders.csv.")
@@ -29,7 +30,9 @@ def main(argv):
   from jaxrank import ensemble, results, train
   from jaxrank.data import notebooks
 
-  predictor, config = ensemble.load_predictor(_WORKDIR.value, best=not _LATEST.value)
+  workdir = common.run_dir(_WORKDIR.value, _NAME.value)
+  predictor, config = ensemble.load_predictor(workdir, best=not _LATEST.value,
+                                              workspace=common.workspace_for(workdir))
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
   if any(nb.order is None for nb in nbs):
     raise app.UsageError(f"{_DATA_DIR.value}: split {_SPLIT.value!r} has no orders file")
@@ -43,11 +46,11 @@ def main(argv):
     name += "_val"
   preds = predictor.predict(nbs)
   table, per_nb = train.evaluate_predictions(nbs, preds)
-  if "," not in _WORKDIR.value:  # a list of runs has no folder of its own to write to
-    rec = results.RunRecorder(_WORKDIR.value)
+  if "," not in workdir:  # a list of runs has no folder of its own to write to
+    rec = results.RunRecorder(workdir)
     rec.write_eval(name, table, per_nb)
     rec.write_predictions(name, preds)
-  print(f"{_WORKDIR.value} on {_DATA_DIR.value} [{name}], {len(nbs)} notebooks:")
+  print(f"{workdir} on {_DATA_DIR.value} [{name}], {len(nbs)} notebooks:")
   for k, v in table.items():
     print(f"  {k:30s} {v:.4f}")
 

@@ -134,7 +134,6 @@ def build(src: Path, out: Path, n_train: int, n_test: int, seed: int, max_bytes:
   repo_of = {i: dict(zip(src_header, sources[i]))["repo"] for i in picked}
 
   with io_utils.atomic_dir(out) as tmp:
-    os.chmod(tmp, 0o755)
     for split, ids in split_ids.items():
       (tmp / split).mkdir()
       for nb_id in ids:

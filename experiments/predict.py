@@ -12,12 +12,13 @@ notebook whose prediction fails is named in a warning and written in its given
 order (code, then markdown).
 """
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder, ensemble run folder, or several "
-                               "runs A,B,C predicting as one (jaxrank.ensemble). Required.")
+                               "runs A,B,C predicting as one (jaxrank.ensemble); or --name.")
+_NAME = flags.DEFINE_string("name", None, "Run name under WORKSPACE/runs (instead of --workdir).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Competition-format folder, or several: D1,D2.",
                                  required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split folder to predict.")
@@ -30,9 +31,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "submission.csv path (default: "
 
 def main(argv):
   del argv
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
-  write(_WORKDIR.value)
+  write(common.run_dir(_WORKDIR.value, _NAME.value))
 
 
 def write(workdir: str):
@@ -44,7 +43,7 @@ def write(workdir: str):
 
   if "," in workdir and not _OUTPUT.value:
     raise app.UsageError("several --workdir runs: name the submission file with --output")
-  predictor, _ = ensemble.load_predictor(workdir)
+  predictor, _ = ensemble.load_predictor(workdir, workspace=common.workspace_for(workdir))
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
   preds = predictor.predict(nbs, max_cells=_MAX_CELLS.value)
   submission.validate_submission(preds, nbs)

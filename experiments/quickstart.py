@@ -24,8 +24,8 @@ def main(argv):
   from jaxrank import metrics, results, submission, train
   from jaxrank.data import notebooks
 
-  ws = common.workspace_root()
-  workdir = ws / "runs" / _NAME.value
+  ws = common.workspace()
+  workdir = ws.run_dir(_NAME.value)
   config = bow_mlp.get_config()
   config.data.data_dir = str(notebooks.sample_data_dir())
   common.fill_workspace(config)
@@ -44,8 +44,8 @@ def main(argv):
   for k, v in out["val"].items():
     print(f"  {k:30s} {v:.4f}")
   print(f"\nsubmission for {len(preds)} test notebooks: {path}")
-  print("\nall runs in", ws)
-  print(results.collect_runs(ws).to_string(index=False, max_colwidth=30))
+  print("\nall runs in", ws.root)
+  print(results.collect_runs(ws.root).to_string(index=False, max_colwidth=30))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ from experiments import common
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (experiments/configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder. Default: WORKSPACE/runs/<--name>.")
 _NAME = flags.DEFINE_string("name", None, "Run name under WORKSPACE/runs (default: model name).")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a run even though the config differs from its "
+    "config.json (the change is recorded in run.json). Without it such a resume is refused.")
 
 
 def main(argv):
@@ -25,14 +28,15 @@ def main(argv):
   common.setup_jax()
 
   config = _CONFIG.value
-  ws = common.workspace_root()
-  workdir = _WORKDIR.value or str(ws / "runs" / (_NAME.value or config.model.name))
+  ws = common.workspace()
+  workdir = common.run_dir(_WORKDIR.value, _NAME.value or config.model.name)
   if not config.data.data_dir:
     raise app.UsageError("set --config.data.data_dir (a competition-format folder)")
-  common.fill_workspace(config)
+  ws.fill_run_config(config)
   with common.workdir_lock(workdir):  # a second trainer on this run stops here, writing nothing
     from jaxrank import train  # after jax.distributed.initialize
-    out = train.train_and_evaluate(config, workdir, should_stop=stop)
+    out = train.train_and_evaluate(config, workdir, should_stop=stop, workspace=ws,
+                                   allow_config_change=_ALLOW_CHANGE.value)
   if out["status"] == "preempted":
     sys.exit(common.EXIT_PREEMPTED)
 

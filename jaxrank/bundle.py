@@ -41,7 +41,7 @@ BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
 WORKSPACE = "workspace"
 WHEELS = "wheels"
-TOKEN = "$WORKSPACE"  # a path relative to the workspace in use
+TOKEN = store.WORKSPACE_TOKEN  # a path relative to the workspace in use
 CHECKPOINT_DIRS = (checkpoint.BEST, checkpoint.LATEST)  # in the order predict restores them
 _RUN_FILES = ("config.json", "run.json")
 
@@ -53,39 +53,8 @@ class BundleError(ValueError):
 # ----------------------------------------------------------------------------------------
 # Path rewriting.
 # ----------------------------------------------------------------------------------------
-def _map_strings(tree: Any, fn: Callable[[str], str]) -> Any:
-  if isinstance(tree, Mapping):
-    return {k: _map_strings(v, fn) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [_map_strings(v, fn) for v in tree]
-  return fn(tree) if isinstance(tree, str) else tree
-
-
-def portable(tree: Any, roots: Iterable[str | os.PathLike]) -> Any:
-  """`tree` with every path equal to or under one of `roots` written as `$WORKSPACE[/rel]`."""
-  roots = sorted({os.path.normpath(os.fspath(r)) for r in roots if r}, key=len, reverse=True)
-
-  def one(v: str) -> str:
-    for root in roots:
-      if v == root:
-        return TOKEN
-      if v.startswith(root + os.sep):
-        return f"{TOKEN}/{Path(v).relative_to(root).as_posix()}"
-    return v
-  return _map_strings(tree, one)
-
-
-def resolve(tree: Any, root: str | os.PathLike) -> Any:
-  """Inverse of `portable`: `$WORKSPACE[/rel]` as paths under `root`."""
-  root = Path(root)
-
-  def one(v: str) -> str:
-    if v == TOKEN:
-      return str(root)
-    if v.startswith(TOKEN + "/"):
-      return str(root / v[len(TOKEN) + 1:])
-    return v
-  return _map_strings(tree, one)
+portable = store.portable  # (tree, roots): paths under the roots as `$WORKSPACE/...`
+resolve = store.resolve  # (tree, root): the inverse
 
 
 # ----------------------------------------------------------------------------------------
@@ -138,7 +107,7 @@ def _run_roots(run: Path) -> list[str]:
   return list(dict.fromkeys(roots))
 
 
-def _checkpoint_to_copy(run: Path) -> tuple[str, Path]:
+def checkpoint_to_copy(run: Path) -> tuple[str, Path]:
   """(folder name, step folder) that `train.load_predictor(best=True)` restores."""
   for sub in CHECKPOINT_DIRS:
     steps = [p for p in (run / sub).glob("*") if p.is_dir() and p.name.isdigit()]
@@ -184,7 +153,7 @@ def _pack_run(run: Path, dst: Path) -> None:
     _copy_tree(run / features.FOLDER, dst / features.FOLDER)
   for path in [dst / "config.json", *_featurizer_jsons(dst)]:
     _rewrite_json(path, lambda t: _bundle_paths(t, roots))
-  sub, step = _checkpoint_to_copy(run)
+  sub, step = checkpoint_to_copy(run)
   _copy_tree(step, dst / sub / step.name)
 
 

@@ -205,7 +205,7 @@ def _has_gap_head(predictor) -> bool:
 
 
 def load_predictor(spec: str | os.PathLike | Sequence[str | os.PathLike], *,
-                   best: bool = True) -> tuple[Any, Any]:
+                   best: bool = True, workspace=None) -> tuple[Any, Any]:
   """(predictor, config) for a run folder, "A,B,C" or an ensemble run.
 
   One plain run folder gives `train.load_predictor`'s answer unchanged. For an
@@ -216,8 +216,8 @@ def load_predictor(spec: str | os.PathLike | Sequence[str | os.PathLike], *,
 
   single = not isinstance(spec, (list, tuple)) and "," not in os.fspath(spec)
   if single and not is_ensemble_run(spec):
-    return train.load_predictor(spec, best=best)
-  loaded = [train.load_predictor(d, best=best) for d in member_dirs(spec)]
+    return train.load_predictor(spec, best=best, workspace=workspace)
+  loaded = [train.load_predictor(d, best=best, workspace=workspace) for d in member_dirs(spec)]
   configs = [c for _, c in loaded]
 
   def split_of(c):

@@ -1,4 +1,10 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half."""
+"""Atomic file writes: a reader sees the old file or the new one, never half.
+
+Files and folders made here get the permissions `open()` / `mkdir()` would give
+them (0666 / 0777 less the process umask), not mkstemp's 0600 / mkdtemp's 0700:
+with `umask 002` in a group-owned setgid workspace, teammates read and resume
+each other's runs (BUILD.md, "A team workspace").
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,37 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def current_umask() -> int:
+  """The process umask, read without changing it (Linux: /proc; else set-and-restore)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)  # not thread-safe, hence the /proc path first
+  os.umask(mask)
+  return mask
+
+
+def honour_umask(path: str | os.PathLike, *, fd: int | None = None) -> None:
+  """Gives a file (or folder) made by mkstemp (mkdtemp) the mode open() (mkdir()) gives.
+
+  A folder's setgid bit (inherited from a setgid parent) is kept.
+  """
+  if fd is not None:
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return
+  st = os.stat(path)
+  base = 0o777 if os.path.isdir(path) else 0o666
+  os.chmod(path, (base & ~current_umask()) | (st.st_mode & stat.S_ISGID))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -17,6 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
+    honour_umask(tmp, fd=fd)
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
@@ -41,6 +76,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
   """Yields a temp folder beside `path`; on success renames it to `path`.
 
+  The folder gets mkdir()'s permissions (the umask's), not mkdtemp's 0700.
   Raises FileExistsError (and leaves `path` untouched) if `path` appeared
   meanwhile, so two writers racing for one name leave exactly one complete copy.
   On any error the temp folder is removed.
@@ -49,6 +85,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
   try:
+    honour_umask(tmp)
     yield tmp
     try:
       os.rename(tmp, path)  # atomic; fails if `path` is a non-empty folder

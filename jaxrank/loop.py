@@ -165,6 +165,8 @@ def run(state, step_fn, make_batch: Callable[[int], Mapping[str, np.ndarray]], r
   step = int(state.step)
   t_last, step_last = time.time(), step
   status = "done"
+  if step < total:
+    log.info("step %d: compiling the step function (the first step takes longer)", step + 1)
   while step < total:
     state, aux = step_fn(state, shard_batch(make_batch(step), mesh), rng)
     step += 1

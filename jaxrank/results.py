@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import socket
+import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 import jaxrank
-from jaxrank import io_utils, submission
+from jaxrank import io_utils, store, submission
 
 if TYPE_CHECKING:
   import pandas as pd
@@ -68,6 +69,7 @@ EVAL_DIR = "eval"
 PREDICTIONS_DIR = "predictions"
 PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
 
 _log = logging.getLogger(__name__)
 
@@ -245,7 +247,7 @@ class RunRecorder:
     }
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     path = self.workdir / METRICS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask
     try:
       if not self._log_checked:
         # A kill -9 may have left a torn last line: end it so the new line stays whole.
@@ -394,12 +396,76 @@ def read_eval(workdir: str | os.PathLike, problems: list[str] | None = None
   return out
 
 
+# The metrics a person reads first, in this order (`format_metrics`).
+HEADLINE = (TAU_KEY, "tau_mean", "pairwise_accuracy", "markdown_placement_accuracy",
+            "mean_abs_position_error", "n_notebooks")
+
+
+def format_metrics(table: Mapping[str, Any], keys: Sequence[str] = HEADLINE) -> str:
+  """`kendall_tau 0.6123 | tau_mean 0.5871 | ... | n_notebooks 40`: one short line."""
+  parts = []
+  for k in keys:
+    if k in table:
+      v = _to_float(table[k])
+      parts.append(f"{k} {int(v)}" if float(v).is_integer() and abs(v) >= 1 else f"{k} {v:.4f}")
+  return " | ".join(parts)
+
+
 def _get(d: Mapping, dotted: str) -> Any:
   for key in dotted.split("."):
     if not isinstance(d, Mapping) or key not in d:
       return None
     d = d[key]
   return d
+
+
+# Table column -> config key: what tells runs of one comparison apart.
+HYPERPARAMETERS = {"fold": "data.fold", "n_folds": "data.n_folds", "lr": "optim.lr",
+                   "seed": "train.seed", "epochs": "train.epochs", "max_steps": "train.steps",
+                   "features": "features.kind", "encoder": "features.encoder",
+                   "hidden_dim": "model.hidden_dim"}
+# Keys that differ between the runs of one recipe (its folds and seeds) or only
+# say where things are.
+_NOT_RECIPE = ("data.fold", "data.seed", "train.seed", "data.cache_dir", "features.workspace",
+               "model.workspace", "features.cache_dir")
+
+
+def recipe_id(config: Mapping[str, Any]) -> str:
+  """A short hash of the config without fold, seeds and paths: the folds and
+  seeds of one recipe (or one point of a sweep) share it."""
+  flat = {}
+
+  def walk(d, prefix=""):
+    for k, v in d.items():
+      if isinstance(v, Mapping):
+        walk(v, f"{prefix}{k}.")
+      elif f"{prefix}{k}" not in _NOT_RECIPE:
+        flat[f"{prefix}{k}"] = v
+  walk(config)
+  blob = json.dumps(flat, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def group_runs(runs: "pd.DataFrame", metric: str = TAU_KEY) -> "pd.DataFrame":
+  """One row per recipe with >= 1 scored run: its runs, folds, `metric` mean and std
+  (std 0 for a single run), best mean first."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  cols = ["group", "model", "n_runs", "folds", "runs", f"{metric}_mean", f"{metric}_std"]
+  if runs.empty or metric not in runs.columns or "recipe" not in runs.columns:
+    return pd.DataFrame(columns=cols)
+  rows = []
+  for recipe, g in runs[runs[metric].notna()].groupby("recipe", sort=False):
+    names = sorted(g["run"])
+    prefix = os.path.commonprefix(names).rstrip("-_.") if len(names) > 1 else names[0]
+    vals = g[metric].astype(float)
+    rows.append({"group": prefix or recipe, "model": g["model"].iloc[0], "n_runs": len(g),
+                 "folds": ",".join(str(int(f)) for f in sorted(g["fold"].dropna().unique()))
+                 if "fold" in g else "",
+                 "runs": " ".join(names), f"{metric}_mean": float(vals.mean()),
+                 f"{metric}_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0})
+  df = pd.DataFrame(rows, columns=cols)
+  return df.sort_values(f"{metric}_mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def collect_runs(workspace_root: str | os.PathLike) -> "pd.DataFrame":
@@ -414,7 +480,7 @@ def collect_runs(workspace_root: str | os.PathLike) -> "pd.DataFrame":
   """
   import pandas as pd  # pylint: disable=g-import-not-at-top
 
-  runs_dir = Path(workspace_root) / "runs"
+  runs_dir = store.Workspace(workspace_root).runs_dir
   rows = []
   if runs_dir.is_dir():
     for workdir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
@@ -472,6 +538,8 @@ def _run_row(workdir: Path) -> dict:
       "source_sha256": (code.get("source_sha256") or "")[:12] or None,
       "problems": "; ".join(problems),
   }
+  row.update({col: _get(config, key) for col, key in HYPERPARAMETERS.items()})
+  row["recipe"] = recipe_id(config) if config else None
   primary = next((s for s in PRIMARY_SPLITS if s in evals), None)
   if primary is None and len(evals) == 1:
     primary = next(iter(evals))
@@ -482,6 +550,62 @@ def _run_row(workdir: Path) -> dict:
     if split != primary:
       row.update({f"{split}/{k}": v for k, v in metrics.items()})
   return row
+
+
+# -- export -----------------------------------------------------------------
+
+
+def _is_checkpoint(path: Path) -> bool:
+  """Orbax checkpoint folders: `checkpoints/`, or any step folder Orbax wrote."""
+  return path.name == CHECKPOINTS_DIR or (path / "_CHECKPOINT_METADATA").exists()
+
+
+def _prediction_files(ws: store.Workspace, run: Path) -> list[Path]:
+  """The checkpoint prediction restores and the store entries a run names."""
+  # jaxrank.bundle imports the trainer (jax, Orbax): only --with_models needs it.
+  from jaxrank import bundle  # pylint: disable=g-import-not-at-top
+  _, step = bundle.checkpoint_to_copy(run)
+  files = [p for p in step.rglob("*") if p.is_file()]
+  for kinds, name in bundle.store_entries(run):
+    entry = next((ws.entry_dir(name, k) for k in kinds if ws.entry_dir(name, k).is_dir()), None)
+    if entry is None:
+      raise FileNotFoundError(f"run {run.name} names store entry {name!r}, which {ws.root} lacks")
+    files += [p for p in entry.rglob("*") if p.is_file()]
+  return files
+
+
+def export(workspace: str | os.PathLike, out: Path, *, with_models: bool = False,
+           runs: list[str] | None = None) -> tuple[Path, int]:
+  """Packs runs/*/ minus checkpoints (and results/) into `out`; returns (out, n_files).
+
+  `with_models`: also each run's best checkpoint and the store entries it names.
+  """
+  ws = store.Workspace(workspace)
+  if not ws.runs_dir.is_dir():
+    raise FileNotFoundError(f"{ws.runs_dir}: no runs to export")
+  run_dirs = [ws.run_dir(r) for r in runs] if runs else sorted(
+      p for p in ws.runs_dir.iterdir() if p.is_dir())
+  members: list[Path] = []
+  for run in run_dirs:
+    if not run.is_dir():
+      raise FileNotFoundError(f"no run {run.name!r} under {ws.runs_dir}")
+    for root, dirs, files in os.walk(run):
+      root_p = Path(root)
+      dirs[:] = sorted(d for d in dirs if not _is_checkpoint(root_p / d))
+      members += [root_p / f for f in sorted(files) if not f.startswith(".")]
+    if with_models:
+      members += _prediction_files(ws, run)
+  if ws.results_dir.is_dir() and not runs:
+    members += sorted(p for p in ws.results_dir.rglob("*") if p.is_file() and p != out)
+  members = list(dict.fromkeys(members))  # a model two runs share goes in once
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = out.with_name(f".{out.name}.tmp")
+  with tarfile.open(tmp, "w:gz") as tar:
+    for path in members:
+      tar.add(path, arcname=str(Path(ws.root.name) / path.relative_to(ws.root)),
+              recursive=False)
+  os.replace(tmp, out)  # atomic: never a half-written tarball under the final name
+  return out, len(members)
 
 
 # -- plots --------------------------------------------------------------------
@@ -562,16 +686,46 @@ def plot_tau_by_length(per_notebook: "pd.DataFrame", path: str | os.PathLike,
 
 def plot_comparison(runs: "pd.DataFrame", path: str | os.PathLike,
                     metric: str = TAU_KEY) -> Path:
-  """Horizontal bars of `metric` per run (the table from `collect_runs`)."""
+  """Horizontal bars of `metric` per recipe (`group_runs`): the mean, with the std
+  over its runs (folds, seeds) as error bars; the axis starts near the data."""
   plt = _pyplot()
-  df = runs[runs[metric].notna()] if metric in runs.columns else runs.iloc[:0]
-  df = df.sort_values(metric)
+  groups = group_runs(runs, metric)
+  df = groups.sort_values(f"{metric}_mean")
+  mean, std = df[f"{metric}_mean"], df[f"{metric}_std"]
   fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(df), 1) + 1.2))
-  labels = [f"{r.run} ({r.model})" for r in df.itertuples()]
-  ax.barh(labels, df[metric] if len(df) else [])
-  for i, v in enumerate(df[metric] if len(df) else []):
-    ax.text(v, i, f" {v:.4f}", va="center", fontsize=8)
+  labels = [f"{r.group} ({r.model}, n={r.n_runs})" for r in df.itertuples()]
+  if len(df):
+    ax.barh(labels, mean, xerr=std, capsize=3, color="C0", ecolor="black")
+    lo, hi = float((mean - std).min()), float((mean + std).max())
+    pad = max(0.15 * (hi - lo), 0.01)
+    ax.set_xlim(lo - pad, hi + 2 * pad)  # room for the labels
+    for i, (m, e) in enumerate(zip(mean, std)):
+      ax.text(m + e, i, f" {m:.4f}" + (f" ± {e:.4f}" if e else ""), va="center", fontsize=8)
   ax.set_xlabel(metric)
   ax.grid(axis="x", alpha=0.3)
-  ax.set_title(f"{metric} by run" if len(df) else f"no runs with {metric} yet")
+  ax.set_title(f"{metric} by recipe (mean ± std over its runs)" if len(df)
+               else f"no runs with {metric} yet")
+  return _save_figure(fig, Path(path))
+
+
+def plot_learning_curves(workspace_root: str | os.PathLike, runs: Sequence[str],
+                         path: str | os.PathLike, metric: str = TAU_KEY) -> Path:
+  """Validation `metric` against step, one line per run, in one plot."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  drawn = 0
+  for name in runs:
+    m = read_metrics(store.Workspace(workspace_root).runs_dir / name)
+    if not len(m) or metric not in m.columns:
+      continue
+    val = m[(m["split"] == "val") & m[metric].notna()]
+    if len(val):
+      ax.plot(val["step"], val[metric], marker="." if len(val) < 30 else None, label=name)
+      drawn += 1
+  ax.set_xlabel("step")
+  ax.set_ylabel(f"val {metric}")
+  ax.grid(alpha=0.3)
+  if drawn:
+    ax.legend(fontsize=7, loc="lower right", ncol=1 + drawn // 12)
+  ax.set_title(f"validation {metric} while training" if drawn else "no validation curves yet")
   return _save_figure(fig, Path(path))

@@ -47,7 +47,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 
 import jaxrank
@@ -128,6 +128,60 @@ class Workspace:
   def data_dir(self) -> Path:
     return self.root / "data"
 
+  @property
+  def notebook_cache_dir(self) -> Path:
+    """Parsed competition splits (`jaxrank.data.cache`)."""
+    return self.data_dir / "cache"
+
+  @property
+  def encoder_cache_dir(self) -> Path:
+    """Frozen-encoder cell vectors (`jaxrank.text.encoder_features`)."""
+    return self.data_dir / "encoder_cache"
+
+  @property
+  def launch_dir(self) -> Path:
+    """Frozen flags of submitted SLURM jobs (launch/submit.sh)."""
+    return self.root / "launch"
+
+  @property
+  def results_dir(self) -> Path:
+    """The runs table, its plots and exports (`experiments.results`)."""
+    return self.root / "results"
+
+  def run_dir(self, name: str) -> Path:
+    return self.runs_dir / validate_name(name)
+
+  def path(self, what: str, name: str | None = None) -> Path:
+    """`what` is one of PATHS; with `name`, the entry below it (`path("runs", "bow")`)."""
+    if what not in PATHS:
+      raise StoreError(f"unknown workspace path {what!r}; known: {', '.join(PATHS)}")
+    base = getattr(self, PATHS[what])
+    return base / validate_name(name) if name else base
+
+  # Run configs and featurizers name store entries and caches by path. They are
+  # saved with this root replaced by WORKSPACE_TOKEN and resolved against the
+  # workspace in use when loaded, so a run copied to another workspace (or
+  # machine) finds that workspace's models and caches.
+  def portable(self, tree: Any) -> Any:
+    """`tree` (JSON-like) with every path at or under this root as `$WORKSPACE[/rel]`."""
+    return portable(tree, [self.root])
+
+  def resolve(self, tree: Any) -> Any:
+    """Inverse of `portable`, against this root."""
+    return resolve(tree, self.root)
+
+  def fill_run_config(self, config: Any) -> None:
+    """Points a run config's empty store fields (`features.workspace`,
+    `model.workspace`) and notebook cache (`data.cache_dir`) at this workspace.
+    `config` is a (possibly locked) ConfigDict or a dict of dicts."""
+    data = config["data"]
+    if not data.get("cache_dir"):
+      data["cache_dir"] = str(self.notebook_cache_dir)
+    for name in ("features", "model"):
+      group = config.get(name) or {}
+      if "workspace" in group and not group["workspace"]:
+        group["workspace"] = str(self.root)
+
   def ensure(self) -> Workspace:
     """Creates the four folders if missing; returns self."""
     for d in (self.models_dir, self.tokenizers_dir, self.runs_dir, self.data_dir):
@@ -137,6 +191,50 @@ class Workspace:
   def entry_dir(self, name: str, kind: str = MODEL) -> Path:
     _check_kind(kind)
     return (self.models_dir if kind == MODEL else self.tokenizers_dir) / validate_name(name)
+
+
+WORKSPACE_TOKEN = "$WORKSPACE"
+# Workspace.path names -> attributes (the shell scripts ask for these through
+# `python -m experiments.workspace path NAME`, so the layout is spelled once).
+PATHS = {"root": "root", "models": "models_dir", "tokenizers": "tokenizers_dir",
+         "runs": "runs_dir", "data": "data_dir", "launch": "launch_dir",
+         "results": "results_dir", "cache": "notebook_cache_dir",
+         "encoder_cache": "encoder_cache_dir"}
+
+
+def _map_strings(tree: Any, fn: Callable[[str], str]) -> Any:
+  if isinstance(tree, Mapping):
+    return {k: _map_strings(v, fn) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_map_strings(v, fn) for v in tree]
+  return fn(tree) if isinstance(tree, str) else tree
+
+
+def portable(tree: Any, roots: Iterable[str | os.PathLike]) -> Any:
+  """`tree` with every path equal to or under one of `roots` written as `$WORKSPACE[/rel]`."""
+  roots = sorted({os.path.normpath(os.fspath(r)) for r in roots if r}, key=len, reverse=True)
+
+  def one(v: str) -> str:
+    for root in roots:
+      if v == root:
+        return WORKSPACE_TOKEN
+      if v.startswith(root + os.sep):
+        return f"{WORKSPACE_TOKEN}/{Path(v).relative_to(root).as_posix()}"
+    return v
+  return _map_strings(tree, one)
+
+
+def resolve(tree: Any, root: str | os.PathLike) -> Any:
+  """Inverse of `portable`: `$WORKSPACE[/rel]` as paths under `root`."""
+  root = Path(root)
+
+  def one(v: str) -> str:
+    if v == WORKSPACE_TOKEN:
+      return str(root)
+    if v.startswith(WORKSPACE_TOKEN + "/"):
+      return str(root / v[len(WORKSPACE_TOKEN) + 1:])
+    return v
+  return _map_strings(tree, one)
 
 
 def default_workspace_root(flag_value: str | None, environ: Mapping[str, str]) -> Path:

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint, decode, features, loop, metrics, results, store, windows
+from jaxrank import checkpoint, decode, features, loop, metrics, progress, results, store, windows
 from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
 
@@ -226,10 +226,13 @@ class Predictor:
   def predict_items(self, notebooks, items, cfg_override=None) -> dict[str, list[str]]:
     cfg = cfg_override or self.family.cfg
     preds: dict[str, list[str]] = {}
+    prog = progress.Progress(len(items), "predicted", "notebooks",
+                             logger=logging.getLogger(__name__))
     for j, out, row in self.outputs(items, cfg):
       nb = notebooks[j]
       keys = self.family.module.markdown_keys(out, row, nb.n_code, nb.n_markdown, cfg)
       preds[nb.id] = decode.order_from_keys(nb, keys)
+      prog.update()
     return preds
 
 
@@ -266,19 +269,42 @@ def create_state(family: Family, tx, example: Mapping[str, np.ndarray], seed: in
   return state, shardings
 
 
-def load_predictor(workdir: str | Path, *, best: bool = True) -> tuple[Predictor, Any]:
+def read_config(workdir: str | Path, workspace: store.Workspace | None = None):
+  """A run's config.json as a ConfigDict, its `$WORKSPACE` paths resolved against
+  `workspace` (the one in use; default: the run's own, `run_workspace`)."""
+  workdir = Path(workdir)
+  cfg_path = workdir / "config.json"
+  if not cfg_path.exists():
+    raise FileNotFoundError(f"{workdir} is not a run folder: no config.json")
+  ws = workspace or run_workspace(workdir)
+  return ml_collections.ConfigDict(ws.resolve(json.loads(cfg_path.read_text())))
+
+
+def run_workspace(workdir: str | Path) -> store.Workspace:
+  """The workspace a run belongs to: WS for a run folder WS/runs/NAME (wherever WS
+  was copied or moved to), else the workspace it was trained with (run.json)."""
+  workdir = Path(workdir).absolute()
+  recorded = results.read_run(workdir).get("workspace") if workdir.is_dir() else None
+  parent = store.Workspace(workdir.parent.parent)
+  if workdir.parent == parent.runs_dir or not recorded:
+    return parent
+  return store.Workspace(recorded)
+
+
+def load_predictor(workdir: str | Path, *, best: bool = True,
+                   workspace: store.Workspace | None = None) -> tuple[Predictor, Any]:
   """Rebuilds a run's model from its config.json, featurizer and checkpoint.
 
+  Store models and caches the run names are looked up in `workspace` (the one
+  in use; default: `run_workspace`), so a copied or moved run works where it is.
   Only the parameters are restored, from the newest checkpoint that restores
   (best/ first with `best`, then checkpoints/; damaged ones are skipped with a
   warning); checkpoint.CheckpointError if none does.
   """
   workdir = Path(workdir)
-  cfg_path = workdir / "config.json"
-  if not cfg_path.exists():
-    raise FileNotFoundError(f"{workdir} is not a run folder: no config.json")
-  config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
-  kind, featurizer = features.load_any(workdir)
+  ws = workspace or run_workspace(workdir)
+  config = read_config(workdir, ws)
+  kind, featurizer = features.load_any(workdir, ws)
   family = family_from_config(config, featurizer.vocab_size)
   mesh = loop.make_mesh()
   example = batching.collate([_dummy_item(kind, featurizer)], config.data.buckets[0])
@@ -300,22 +326,75 @@ def _dummy_item(kind, featurizer):
 
 
 # --- the loop ------------------------------------------------------------------------------
+class ConfigChangedError(ValueError):
+  """Resuming a run with a config that differs from the one it was started with."""
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+                   ) -> list[tuple[str, Any, Any]]:
+  """(dotted key, old value, new value) for every leaf that differs."""
+  out = []
+  for k in sorted(set(old) | set(new), key=str):
+    a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      out += config_changes(a, b, f"{prefix}{k}.")
+    elif a != b:
+      out.append((f"{prefix}{k}", a, b))
+  return out
+
+
+def _check_resume_config(rec: results.RunRecorder, config_json: dict, ws: store.Workspace,
+                         allow_change: bool) -> None:
+  """Refuses (ConfigChangedError) to resume with a different config unless allowed;
+  an allowed change is recorded in run.json under `config_changes`."""
+  path = rec.workdir / results.CONFIG_FILE
+  if not path.exists():
+    return
+  try:
+    old = ws.portable(ws.resolve(results.load_json_object(path)))
+  except ValueError:
+    return  # a damaged config.json: the run's own files say what it was (results' problems)
+  changes = config_changes(old, config_json)
+  if not changes:
+    return
+  listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)
+  if not allow_change:
+    raise ConfigChangedError(
+        f"{rec.workdir} was started with another config ({listed}): resume with its flags, "
+        "use a new --name, or pass --allow_config_change (recorded in run.json)")
+  logging.warning("config changed on resume (allowed): %s", listed)
+  history = rec.read_run().get("config_changes", [])
+  history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "changes": [{"key": k, "old": a, "new": b} for k, a, b in changes]})
+  rec.update_run(config_changes=history)
+
+
 def train_and_evaluate(config, workdir: str | Path, *,
-                       should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+                       should_stop: Callable[[], bool] | None = None,
+                       workspace: store.Workspace | None = None,
+                       allow_config_change: bool = False) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; see `_train_and_evaluate`.
 
+  `workspace` (default: `run_workspace(workdir)`) is the root that the run's
+  config.json and featurizer name store models and caches relative to. A
+  resumed run whose config differs from its config.json raises
+  ConfigChangedError unless `allow_config_change`.
   Marks the run "failed" in run.json (with the error) if anything raises.
   """
   try:
-    return _train_and_evaluate(config, workdir, should_stop=should_stop)
+    return _train_and_evaluate(config, workdir, should_stop=should_stop,
+                               workspace=workspace or run_workspace(workdir),
+                               allow_config_change=allow_config_change)
+  except ConfigChangedError:
+    raise  # the run itself is fine: it resumes with its own flags
   except BaseException as e:
     results.RunRecorder(workdir, enabled=jax.process_index() == 0).update_run(
         status="failed", error=repr(e)[:2000])
     raise
 
 
-def _train_and_evaluate(config, workdir: str | Path, *,
-                        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+def _train_and_evaluate(config, workdir: str | Path, *, should_stop, workspace: store.Workspace,
+                        allow_config_change: bool) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns its final status and metrics.
 
   `should_stop` is polled after every step (e.g. a SIGUSR1 flag set by the
@@ -326,8 +405,11 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   is_main = jax.process_index() == 0
   rec = results.RunRecorder(workdir, enabled=is_main)
   t_start = time.time()
-  rec.write_config(config.to_dict())
-  rec.update_run(status="running", model=config.model.name, data_dir=str(config.data.data_dir),
+  config_json = workspace.portable(json.loads(json.dumps(config.to_dict(), default=str)))
+  if is_main:
+    _check_resume_config(rec, config_json, workspace, allow_config_change)
+  rec.write_config(config_json)
+  rec.update_run(status="running", model=config.model.name, workspace=str(workspace.root), data_dir=str(config.data.data_dir),
                  devices=[str(d) for d in jax.devices()], process_count=jax.process_count())
 
   # Data and features. Features are refit only when none are saved yet.
@@ -336,12 +418,12 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   logging.info("data: %d train / %d validation notebooks", len(train_nbs), len(val_nbs))
   kind = config.features.kind
   try:
-    _, featurizer = features.load_any(workdir)
+    _, featurizer = features.load_any(workdir, workspace)
     train_items = features.items_any(kind, featurizer, train_nbs)
   except FileNotFoundError:
     featurizer, train_items = features.fit_any(config.features, train_nbs)
     if is_main:
-      features.save_any(kind, featurizer, workdir)
+      features.save_any(kind, featurizer, workdir, workspace)
   val_items = features.items_any(kind, featurizer, val_nbs)
   logging.info("features: vocab %d, featurized in %.1fs", featurizer.vocab_size, time.time() - t_start)
 
@@ -386,7 +468,7 @@ def _train_and_evaluate(config, workdir: str | Path, *,
   def on_log(step, mean, rate):
     rec.log(step, "train", dict(mean, steps_per_s=rate))
     logging.info("step %d/%d  loss %.4f  %.2f steps/s  ETA %s", step, total, mean["loss"], rate,
-                 _fmt_eta((total - step) / max(rate, 1e-9)))
+                 progress.fmt_eta((total - step) / max(rate, 1e-9)))
 
   def after_step(state, step):
     nonlocal best_tau
@@ -414,15 +496,10 @@ def _train_and_evaluate(config, workdir: str | Path, *,
       rec.write_eval("val", table, per_nb)
       rec.write_predictions("val", preds)
       out["val"] = table
-      logging.info("final val (best checkpoint): %s", json.dumps(table))
+      logging.info("final val (best checkpoint): %s", results.format_metrics(table))
   ckpt.close()
   rec.update_run(status=status, steps=step, wall_s=wall_before + time.time() - t_start,
                  best_val_tau=best_tau if math.isfinite(best_tau) else None)
   if status == "done" and is_main:
     rec.make_plots()
   return out
-
-
-def _fmt_eta(s: float) -> str:
-  s = int(s)
-  return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -7,8 +7,10 @@
 #
 # SWEEPFILE holds flag overrides, one run per line (shell quoting allowed;
 # blank lines and lines starting with # are skipped), e.g.
-#   --config.optim.learning_rate=1e-3 --config.seed=0
-#   --config.optim.learning_rate=3e-4 --config.seed=0
+#   --config.optim.lr=1e-3 --config.train.seed=0
+#   --config.optim.lr=3e-4 --config.train.seed=0
+# (experiments/flags/sweep_lr.txt is this example). Every line is checked
+# before `sbatch` (see launch/submit.sh): a typo fails at once, naming its line.
 # Task i (0-based, counting only run lines) trains with
 #   --flagfile=F [FLAGS FOR EVERY RUN] [line i] --workdir=$JAXRANK_HOME/runs/NAME-i
 # and, like a single run, checkpoints and requeues itself at its time limit

@@ -296,6 +296,13 @@ def _main(argv: Sequence[str]) -> int:
   mode = args.get("mode", "train")
   if mode == "allreduce":
     return allreduce(Path(args["workdir"]))
+  if mode == "env":  # what the job step sees: the CPUs srun gave it, the flags it got
+    out = {k: os.environ.get(k) for k in ("SRUN_CPUS_PER_TASK", "SLURM_CPUS_PER_TASK",
+                                          "JAXRANK_EXPECT_GPU")}
+    out["argv"] = list(argv)
+    Path(args["workdir"]).mkdir(parents=True, exist_ok=True)
+    (Path(args["workdir"]) / "env.json").write_text(json.dumps(out))
+    return 0
   if mode == "fail":  # a trainer that crashes: must not be requeued
     print("dummy: failing on purpose", flush=True)
     return int(args.get("exit_code", 3))

@@ -81,3 +81,24 @@ def test_bad_notebook_is_one_line_naming_the_file(tmp_path):
   err = _run_fails("experiments.encode", f"--data_dir={tmp_path / 'data'}", "--split=test",
                    f"--workspace={tmp_path / 'ws'}").stderr.splitlines()[-2]
   assert "broken.json" in err and "bad JSON" in err
+
+
+def test_a_gpu_job_without_a_gpu_stops_in_one_line(tmp_path):
+  """A job that asked for a GPU (submit.sh --gpus / --gres=gpu sets JAXRANK_EXPECT_GPU;
+  SLURM's GPU variables count too) but whose jax finds only CPUs stops at start."""
+  from experiments import common
+  assert common.gpu_requested({"SLURM_GPUS_ON_NODE": "2"})
+  assert common.gpu_requested({"CUDA_VISIBLE_DEVICES": "0,1"})
+  assert not common.gpu_requested({"CUDA_VISIBLE_DEVICES": "", "SLURM_GPUS_ON_NODE": "0"})
+  assert not common.gpu_requested({"JAXRANK_EXPECT_GPU": "1", "JAX_PLATFORMS": "cpu"})
+  env = subprocess_env(None, JAXRANK_EXPECT_GPU="1")
+  env.pop("JAX_PLATFORMS")
+  p = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={tmp_path}",
+                      f"--data_dir={notebooks.sample_data_dir()}"], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1, p.stderr[-2000:]
+  last = p.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: this job asked for a GPU but jax found only CPUs"), p.stderr
+  assert "Traceback" not in p.stderr
+  assert "devices: cpu:cpu" in p.stderr  # the devices it saw are logged first
+  assert "Unable to initialize backend" not in p.stderr  # xla_bridge's INFO lines are gone

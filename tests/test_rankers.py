@@ -279,7 +279,8 @@ def test_encoder_flagfiles_under_jaxrank_home_train_and_predict(ws, tmp_path, fl
           f"--config.data.data_dir={sample_data_dir()}", f"--workdir={wd}", *tiny)
   assert p.returncode == 0, p.stderr[-3000:]
   cfg = json.loads((wd / "config.json").read_text())
-  assert cfg["features"]["workspace"] == str(ws.root)
+  assert cfg["features"]["workspace"] == "$WORKSPACE"  # resolved against the one in use
+  assert json.loads((wd / "run.json").read_text())["workspace"] == str(ws.root)
   out = tmp_path / "submission.csv"
   p = run("experiments.predict", f"--workdir={wd}", f"--data_dir={sample_data_dir()}",
           "--split=test", f"--output={out}")
@@ -287,3 +288,38 @@ def test_encoder_flagfiles_under_jaxrank_home_train_and_predict(ws, tmp_path, fl
   from jaxrank import submission
   test_nbs = nb_io.load_split(sample_data_dir(), "test")
   submission.validate_submission(submission.read_submission(out), test_nbs)  # raises if bad
+
+
+def test_a_copied_workspace_predicts_without_the_original(ws, tmp_path):
+  """A run names store models and caches relative to its workspace: copy the
+  workspace elsewhere and delete the original, and the copy predicts the same;
+  so does a `results export --with_models` tarball unpacked on its own."""
+  import shutil
+  import tarfile
+  from jaxrank import results
+  a = store.Workspace(tmp_path / "a")
+  shutil.copytree(ws.root, a.root)
+  cfg = tiny_cells_config(a, **{"train.steps": 2, "data.cache_dir": str(a.notebook_cache_dir)})
+  train.train_and_evaluate(cfg, a.run_dir("cells"))
+  for f in ("config.json", "featurizer/encoder_features.json"):
+    text = (a.run_dir("cells") / f).read_text()
+    assert str(a.root) not in text and "$WORKSPACE" in text, text
+  test_nbs = [nb for nb in nb_io.load_split(sample_data_dir(), "test") if nb.n_cells <= 128][:6]
+  want = train.load_predictor(a.run_dir("cells"))[0].predict(test_nbs)
+  tarball, _ = results.export(a.root, tmp_path / "cells.tar.gz", with_models=True,
+                                  runs=["cells"])
+
+  b = store.Workspace(tmp_path / "b")
+  shutil.copytree(a.root, b.root)
+  shutil.rmtree(a.root)
+  predictor, config = train.load_predictor(b.run_dir("cells"))
+  assert config.features.workspace == str(b.root)
+  assert config.data.cache_dir == str(b.notebook_cache_dir)
+  assert predictor.predict(test_nbs) == want
+
+  with tarfile.open(tarball) as tar:
+    tar.extractall(tmp_path / "c", filter="data")
+  c = store.Workspace(tmp_path / "c" / "a")
+  assert [m["name"] for m in store.list_models(c)] == ["tiny"]  # the model the run names
+  assert not (c.run_dir("cells") / "checkpoints").exists()  # only the best one travels
+  assert train.load_predictor(c.run_dir("cells"), workspace=c)[0].predict(test_nbs) == want

@@ -328,3 +328,75 @@ def test_results_cli_names_the_broken_run(tmp_path):
   assert p.stdout.splitlines()[0].split()[-1] == "problems"
   assert "good" in p.stdout and "broken" in p.stdout
   assert "warning: run broken: run.json: not " in p.stderr
+
+
+def _fold_run(ws, name, *, fold, seed=0, lr=1e-3, tau):
+  c = _config("bow_mlp")
+  c.data.fold, c.data.n_folds = fold, 3
+  c.optim = ml_collections.ConfigDict({"lr": lr})
+  c.train = ml_collections.ConfigDict({"seed": seed})
+  rec = results.RunRecorder(ws / "runs" / name)
+  rec.write_config(c)
+  rec.update_run(status="done", model="bow_mlp", data_dir="/data/nbcorpus", steps=10)
+  for step, t in ((5, tau - 0.1), (10, tau)):
+    rec.log(step, "val", {"kendall_tau": t})
+  rec.write_eval("val", {"kendall_tau": tau})
+
+
+def test_runs_of_one_recipe_are_grouped_with_mean_and_std(tmp_path):
+  """The folds (and seeds) of one config form one group; another lr is another
+  group. The table shows fold, n_folds, lr and seed of every run."""
+  ws = tmp_path / "ws"
+  for fold, tau in enumerate((0.60, 0.64, 0.68)):
+    _fold_run(ws, f"cv-{fold}", fold=fold, tau=tau)
+  _fold_run(ws, "cv-lr-0", fold=0, lr=3e-4, seed=1, tau=0.5)
+  table = results.collect_runs(ws)
+  row = table.set_index("run").loc["cv-1"]
+  assert (row["fold"], row["n_folds"], row["lr"], row["seed"]) == (1, 3, 1e-3, 0)
+  groups = results.group_runs(table)
+  assert groups["group"].tolist() == ["cv", "cv-lr-0"]
+  assert groups["n_runs"].tolist() == [3, 1] and groups["folds"].tolist() == ["0,1,2", "0"]
+  assert groups["kendall_tau_mean"][0] == pytest.approx(0.64)
+  assert groups["kendall_tau_std"][0] == pytest.approx(0.04)  # sample std of .60 .64 .68
+  assert groups["kendall_tau_std"][1] == 0.0
+
+  out = _cli(workspace=ws).stdout
+  assert "runs of one recipe" in out and "0.6400 ± 0.0400" in out
+  md = (ws / "results" / "groups.md").read_text()
+  assert "| cv | bow_mlp | 3 | 0,1,2 | 0.6400 ± 0.0400 |" in md
+  for png in ("kendall_tau.png", "learning_curves.png"):
+    assert (ws / "results" / png).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_comparison_plot_axis_starts_near_the_data_with_error_bars(tmp_path, monkeypatch):
+  import matplotlib.figure
+  ws = tmp_path / "ws"
+  for fold, tau in enumerate((0.80, 0.82)):
+    _fold_run(ws, f"a-{fold}", fold=fold, tau=tau)
+  _fold_run(ws, "b-0", fold=0, lr=0.1, tau=0.78)
+  seen = {}
+  monkeypatch.setattr(results, "_save_figure",
+                      lambda fig, path: seen.setdefault("ax", fig.axes[0]) and path)
+  results.plot_comparison(results.collect_runs(ws), tmp_path / "p.png")
+  ax = seen["ax"]
+  lo, hi = ax.get_xlim()
+  assert 0.7 < lo < 0.78 and 0.82 < hi < 0.9  # not from 0: the differences are visible
+  [bars] = [c for c in ax.containers if type(c).__name__ == "BarContainer"]
+  assert len(bars) == 2 and bars.errorbar is not None
+  sd = 0.02 / 2 ** 0.5  # sample std of .80 and .82, around their mean .81
+  assert bars.errorbar.lines[2][0].get_segments()[-1][:, 0] == pytest.approx([0.81 - sd, 0.81 + sd])
+  matplotlib.pyplot.close("all")
+
+
+def test_metrics_line_is_short_and_progress_logs_an_eta(caplog):
+  line = results.format_metrics({"kendall_tau": 0.61234, "n_notebooks": 40.0, "loss": 1.5,
+                                 "pairwise_accuracy": 0.8})
+  assert line == "kendall_tau 0.6123 | pairwise_accuracy 0.8000 | n_notebooks 40"
+  from jaxrank import progress
+  prog = progress.Progress(10, "encoded", "cells", every_s=0.0)
+  with caplog.at_level(logging.INFO, logger="jaxrank.progress"):
+    prog.update(4)
+    prog.update(6)
+  msgs = [r.getMessage() for r in caplog.records if r.name == "jaxrank.progress"]
+  assert msgs[0].startswith("encoded: 4/10 cells (40%)") and "ETA 0:00:" in msgs[0]
+  assert msgs[-1].startswith("encoded: 10/10 cells (100%)") and msgs[-1].endswith("ETA 0:00:00")

@@ -68,6 +68,14 @@ def _launch(cluster: SlurmCluster, ws: Path, script: Path, *args: str) -> str:
   return match.group(1)
 
 
+def _submit(cluster: SlurmCluster, ws: Path, name: str, flags: str, *opts: str) -> str:
+  """launch/submit.sh with a flagfile holding `flags`, run NAME, a 5 min limit."""
+  flagfile = ws.parent / f"{name}.flags"
+  flagfile.write_text(flags)
+  return _launch(cluster, ws, SUBMIT, f"--flagfile={flagfile}", f"--name={name}", "--time=5",
+                 *opts)
+
+
 def _read(path: Path) -> str:
   return path.read_text(errors="replace") if path.exists() else ""
 
@@ -180,9 +188,7 @@ def test_slurm_time_limit_signal_checkpoint_requeue_resume_real_trainer(
 def test_slurm_failing_trainer_is_not_requeued(cluster, tmp_path):
   ws = tmp_path / "ws"
   ws.mkdir()
-  flagfile = tmp_path / "fail.flags"
-  flagfile.write_text("--mode=fail\n--exit_code=3\n")
-  job = _launch(cluster, ws, SUBMIT, f"--flagfile={flagfile}", "--name=broken", "--time=5",
+  job = _submit(cluster, ws, "broken", "--mode=fail\n--exit_code=3\n",
                 "--module=tests.slurm_cluster")
   info = cluster.wait_job(job, timeout=120)
   text = _read(ws / "runs" / "broken" / f"slurm-{job}.out")
@@ -193,10 +199,8 @@ def test_slurm_failing_trainer_is_not_requeued(cluster, tmp_path):
 def test_slurm_srun_two_tasks_jax_distributed_all_reduce(cluster, tmp_path):
   ws = tmp_path / "ws"
   ws.mkdir()
-  flagfile = tmp_path / "allreduce.flags"
-  flagfile.write_text("--mode=allreduce\n")
-  job = _launch(cluster, ws, SUBMIT, f"--flagfile={flagfile}", "--name=ar", "--time=5",
-                "--nodes=1", "--ntasks-per-node=2", "--module=tests.slurm_cluster")
+  job = _submit(cluster, ws, "ar", "--mode=allreduce\n", "--nodes=1", "--ntasks-per-node=2",
+                "--module=tests.slurm_cluster")
   info = cluster.wait_job(job, timeout=300)
   workdir = ws / "runs" / "ar"
   text = _read(workdir / f"slurm-{job}.out")
@@ -231,14 +235,27 @@ def test_slurm_sweep_runs_finish_across_slots_unattended(cluster, dummy_sweep):
 
 def _dry_run(script: Path, *args: str, home: Path) -> list[str]:
   argv = [str(script), *args[:1], "--dry_run", *args[1:]]  # before any `--`
-  out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60,
+  out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, JAXRANK_HOME=str(home)))
+  assert out.returncode == 0, out.stderr
   return shlex.split(out.stdout)
+
+
+def _refused(script: Path, *args: str, home: Path) -> str:
+  """Runs a submission that must fail before sbatch; returns its one-line error."""
+  out = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, JAXRANK_HOME=str(home)))
+  assert out.returncode == 2, (out.stdout, out.stderr)
+  assert "Traceback" not in out.stderr, out.stderr
+  return out.stderr
+
+
+SAMPLE = REPO_ROOT / "jaxrank" / "data" / "sample"
 
 
 def test_slurm_submit_and_sweep_build_the_sbatch_command(tmp_path):
   flags = tmp_path / "run.flags"
-  flags.write_text("--config=experiments/configs/bow_mlp.py\n")
+  flags.write_text(f"--config=experiments/configs/bow_mlp.py\n--config.data.data_dir={SAMPLE}\n")
   home = tmp_path / "ws"
   cmd = _dry_run(SUBMIT, f"--flagfile={flags}", "--name=big", "--time=04:00:00",
                  "--partition=gpu", "--gpus=4", "--nodes=2", "--ntasks-per-node=4",
@@ -250,20 +267,100 @@ def test_slurm_submit_and_sweep_build_the_sbatch_command(tmp_path):
               "--gpus-per-node=4", "--nodes=2", "--ntasks-per-node=4",
               f"--output={run}/slurm-%j.out"]:
     assert opt in cmd, (opt, cmd)
+  assert any(a.startswith("--export=") and "JAXRANK_EXPECT_GPU=1" in a for a in cmd), cmd
   script = cmd.index(str(REPO_ROOT / "launch" / "train.sbatch"))
-  assert cmd[script + 1:] == [str(run), "--", f"--flagfile={home}/launch/big/train.flags",
+  assert cmd[script + 1:] == [str(run), "--module=experiments.train", "--",
+                              f"--flagfile={home}/launch/big/train.flags",
                               "--config.train.epochs=3"]
   assert not home.exists()  # a dry run writes nothing
 
-  sweep = tmp_path / "lr.txt"
-  sweep.write_text("# learning rates\n--config.optim.lr=1e-3\n\n--config.optim.lr='3e-4'\n")
+  # sbatch options submit.sh does not know go to sbatch as they are.
+  passthrough = ["--gres=gpu:a100:1", "--dependency=afterok:123", "--mail-type=END,FAIL",
+                 "--account=team", "--qos=short", "--cpus-per-task=8", "--exclusive"]
+  cmd = _dry_run(SUBMIT, f"--flagfile={flags}", "--name=gpu", *passthrough, home=home)
+  for opt in passthrough:
+    assert opt in cmd, (opt, cmd)
+  assert any(a.startswith("--export=") and "JAXRANK_EXPECT_GPU=1" in a for a in cmd), cmd
+
+  # The sweep example shipped with launch/sweep.sh: 4 runs, every line checked.
+  sweep = REPO_ROOT / "experiments" / "flags" / "sweep_lr.txt"
   cmd = _dry_run(SWEEP, str(sweep), f"--flagfile={flags}", "--name=lr", "--max_parallel=1",
                  home=home)
-  assert "--array=0-1%1" in cmd and f"--output={home}/runs/lr-%a/slurm-%A_%a.out" in cmd
+  assert "--array=0-3%1" in cmd and f"--output={home}/runs/lr-%a/slurm-%A_%a.out" in cmd
   assert f"--sweep={home}/launch/lr/sweep.txt" in cmd
 
-  bad = subprocess.run([str(SUBMIT), f"--flagfile={flags}", "--gpu=1"], capture_output=True,
+  # Every entry point is submittable; those without --workdir do not get one.
+  table_flags = tmp_path / "table.flags"
+  table_flags.write_text("--sort_by=kendall_tau\n")
+  cmd = _dry_run(SUBMIT, f"--flagfile={table_flags}", "--name=table",
+                 "--module=experiments.results", home=home)
+  assert "--no_workdir" in cmd and "--module=experiments.results" in cmd
+  ev_flags = tmp_path / "ev.flags"
+  ev_flags.write_text(f"--data_dir={SAMPLE}\n--split=train\n")
+  cmd = _dry_run(SUBMIT, f"--flagfile={ev_flags}", "--name=big", "--module=experiments.evaluate",
+                 home=home)
+  assert "--no_workdir" not in cmd and "--module=experiments.evaluate" in cmd
+
+  bad = subprocess.run([str(SUBMIT), f"--flagfile={flags}", "gpu=1"], capture_output=True,
                        text=True, env=dict(os.environ, JAXRANK_HOME=str(home)))
-  assert bad.returncode == 2 and "unknown option --gpu=1" in bad.stderr
+  assert bad.returncode == 2 and "unexpected argument gpu=1" in bad.stderr
   missing = subprocess.run([str(SUBMIT), "--name=x"], capture_output=True, text=True)
   assert missing.returncode == 2 and "--flagfile is required" in missing.stderr
+
+
+def test_slurm_submit_checks_the_job_before_the_queue(tmp_path):
+  """Typos, missing data and missing store models fail at once, in one line, with
+  --dry_run as without; nothing is written and nothing is queued."""
+  home = tmp_path / "ws"
+  flags = tmp_path / "run.flags"
+  flags.write_text(f"--config=experiments/configs/bow_mlp.py\n--config.data.data_dir={SAMPLE}\n")
+  for dry in ([], ["--dry_run"]):
+    err = _refused(SUBMIT, f"--flagfile={flags}", *dry, "--", "--config.optim.learning_rate=1e-3",
+                   home=home)
+    assert "unknown config key --config.optim.learning_rate" in err, err
+    assert "did you mean --config.optim.lr?" in err, err
+  err = _refused(SUBMIT, f"--flagfile={flags}", "--", "--config.seed=0", home=home)
+  assert "did you mean --config.data.seed or --config.train.seed?" in err, err
+  err = _refused(SUBMIT, f"--flagfile={flags}", "--", "--config.data.split=tset", home=home)
+  assert "has no split 'tset' (folders: test, train)" in err, err
+  err = _refused(SUBMIT, f"--flagfile={flags}", "--", f"--config.data.data_dir={tmp_path}/nope",
+                 home=home)
+  assert f"{tmp_path}/nope: no such folder" in err, err
+  # A config that names a store model the workspace lacks.
+  cells = tmp_path / "cells.flags"
+  cells.write_text(f"--flagfile={REPO_ROOT}/experiments/flags/roberta_cells.flags\n"
+                   f"--config.data.data_dir={SAMPLE}\n")
+  err = _refused(SUBMIT, f"--flagfile={cells}", home=home)
+  assert "--config.features.encoder='minilm-l6': no such model in " + str(home) in err, err
+  enc = tmp_path / "encode.flags"
+  enc.write_text(f"--data_dir={SAMPLE}\n--split=train\n")
+  err = _refused(SUBMIT, f"--flagfile={enc}", "--module=experiments.encode", "--",
+                 "--encoder=minilm", home=home)
+  assert "--encoder='minilm': no such model" in err, err
+  # The old sweep example's keys: refused naming the line.
+  sweep = tmp_path / "old.txt"
+  sweep.write_text("--config.optim.lr=1e-3\n--config.optim.learning_rate=1e-3 --config.seed=0\n")
+  err = _refused(SWEEP, str(sweep), f"--flagfile={flags}", "--name=old", home=home)
+  assert "sweep line 2: unknown config key --config.optim.learning_rate" in err, err
+  assert len(err.strip().splitlines()) == 2, err  # the problem + "not submitted"
+  assert not (home / "runs").exists() and not (home / "launch").exists()
+
+
+def test_slurm_entry_point_without_workdir_and_cpus_per_task(cluster, tmp_path):
+  """A module without --workdir (experiments.results) runs as submitted; srun gets
+  the --cpus-per-task the job asked for (SRUN_CPUS_PER_TASK, Slurm >= 22.05)."""
+  ws = tmp_path / "ws"
+  ws.mkdir()
+  job = _submit(cluster, ws, "table", "--sort_by=kendall_tau\n", "--module=experiments.results")
+  job2 = _submit(cluster, ws, "env", "--mode=env\n", "--cpus-per-task=2",
+                 "--module=tests.slurm_cluster")
+  info = cluster.wait_job(job, timeout=180)
+  text = _read(ws / "runs" / "table" / f"slurm-{job}.out")
+  assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), text
+  assert "--workdir" not in text and f"no runs under {ws / 'runs'}" in text, text
+  info = cluster.wait_job(job2, timeout=180)
+  text = _read(ws / "runs" / "env" / f"slurm-{job2}.out")
+  assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), text
+  env = json.loads((ws / "runs" / "env" / "env.json").read_text())
+  assert env["SRUN_CPUS_PER_TASK"] == "2" and env["SLURM_CPUS_PER_TASK"] == "2", env
+  assert env["JAXRANK_EXPECT_GPU"] == "0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -446,3 +447,23 @@ def test_stage_model_script_syntax_and_usage():
   r = subprocess.run(["bash", str(script), "org/model", "name"], capture_output=True,
                      text=True, env={k: v for k, v in os.environ.items() if k != "JAXRANK_HOME"})
   assert r.returncode != 0 and "JAXRANK_HOME" in r.stderr
+
+
+def test_atomic_writes_honour_the_umask_and_keep_setgid(tmp_path):
+  """mkstemp/mkdtemp make 0600/0700; what jaxrank writes gets open()'s and mkdir()'s
+  modes instead, so a group-shared workspace stays readable (BUILD.md)."""
+  from jaxrank import io_utils
+  shared = tmp_path / "shared"
+  shared.mkdir()
+  shared.chmod(0o2770)
+  old = os.umask(0o027)
+  try:
+    f = io_utils.atomic_write_json(shared / "run.json", {"a": 1})
+    with io_utils.atomic_dir(shared / "entry") as tmp:
+      (tmp / "x").write_text("x")
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(f.stat().st_mode) == 0o640
+  d = (shared / "entry").stat().st_mode
+  assert stat.S_IMODE(d) & 0o777 == 0o750 and d & stat.S_ISGID
+  assert io_utils.current_umask() == old

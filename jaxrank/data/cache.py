@@ -123,7 +123,6 @@ def write(path: Path, notebooks: Sequence[Notebook], skipped: Sequence[tuple[str
                                metadata={_META_KEY: json.dumps(meta).encode()})
   try:
     with io_utils.atomic_dir(path.parent) as tmp:
-      os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; others on a shared disk may read it
       options = pa.ipc.IpcWriteOptions(compression="lz4")
       with pa.OSFile(str(tmp / path.name), "wb") as f, \
           pa.ipc.new_file(f, table.schema, options=options) as writer:

@@ -21,6 +21,7 @@ the encoder batch much better on it), then cut back into notebooks by
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -49,17 +50,36 @@ def fit_any(cfg: Mapping[str, Any], notebooks: Sequence[Notebook]):
   return module_for(cfg["kind"]).fit_items(cfg, notebooks)
 
 
-def save_any(kind: str, featurizer, workdir: str | Path) -> None:
-  """Saves the featurizer and records its kind beside the run for `load_any`."""
+def _map_paths(featurizer, fn: Callable[[Any], Any]):
+  """The featurizer with `fn` applied to its string fields (store root, caches)."""
+  if not dataclasses.is_dataclass(featurizer):
+    return featurizer
+  changed = {f.name: fn(getattr(featurizer, f.name)) for f in dataclasses.fields(featurizer)
+             if f.init and isinstance(getattr(featurizer, f.name), str)}
+  return dataclasses.replace(featurizer, **changed)
+
+
+def save_any(kind: str, featurizer, workdir: str | Path, workspace=None) -> None:
+  """Saves the featurizer and records its kind beside the run for `load_any`.
+
+  Paths under `workspace` (a `store.Workspace`) are saved as `$WORKSPACE/...`, so
+  the run finds the store and caches of whatever workspace it is used in.
+  """
+  if workspace is not None:
+    featurizer = _map_paths(featurizer, workspace.portable)
   module_for(kind).save(featurizer, workdir)
   io_utils.atomic_write_json(Path(workdir) / FOLDER / "kind.json", {"kind": kind})
 
 
-def load_any(workdir: str | Path):
-  """(kind, featurizer) saved in a run folder; FileNotFoundError if none."""
+def load_any(workdir: str | Path, workspace=None):
+  """(kind, featurizer) saved in a run folder, `$WORKSPACE` paths resolved against
+  `workspace` (the one in use); FileNotFoundError if none."""
   path = Path(workdir) / FOLDER / "kind.json"
   kind = json.loads(path.read_text())["kind"] if path.exists() else "bow"
-  return kind, module_for(kind).load(workdir)
+  featurizer = module_for(kind).load(workdir)
+  if workspace is not None:
+    featurizer = _map_paths(featurizer, workspace.resolve)
+  return kind, featurizer
 
 
 def items_any(kind: str, featurizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:

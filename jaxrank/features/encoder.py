@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import features, io_utils, store
+from jaxrank import features, io_utils, progress, store
 from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
@@ -148,8 +148,7 @@ class EncoderFeaturizer:
       self._cache.refresh()
     return self._cache
 
-  def vectors(self, texts: Sequence[str], *, log_every: int = 4096,
-              save_every: int = 2048) -> np.ndarray:
+  def vectors(self, texts: Sequence[str], *, save_every: int = 2048) -> np.ndarray:
     """[len(texts), D] float16 vectors; encodes (and caches) only texts not cached yet."""
     cache = self.cache()
     keys = [text_key(self.encoder, self.max_tokens, clean_text(t, self.max_chars)) for t in texts]
@@ -165,7 +164,7 @@ class EncoderFeaturizer:
       # Sort by length so each batch pads to little more than its longest text.
       lens = np.array([len(t) for t in mt])
       order = np.argsort(lens, kind="stable")
-      t0, done = time.time(), 0
+      prog = progress.Progress(len(order), f"encoded with {self.encoder}", "cells", logger=log)
       for s in range(0, len(order), save_every):
         idx = order[s:s + save_every]
         ids = tokenize(tok, [mt[i] for i in idx], self.max_tokens, self.max_chars)
@@ -176,10 +175,7 @@ class EncoderFeaturizer:
           width = min(self.max_tokens, max(8, -(-width // 8) * 8))  # few compiled shapes
           vecs.append(encode(part[:, :width]))
         cache.add([mk[i] for i in idx], np.concatenate(vecs))
-        done += len(idx)
-        if done % log_every < save_every or done == len(order):
-          dt = time.time() - t0
-          log.info("encoded %d/%d cells (%.1f cells/s)", done, len(order), done / max(dt, 1e-9))
+        prog.update(len(idx))
     out = np.stack([cache.get(k) for k in keys]) if keys else np.zeros((0, self.dim), np.float16)
     if not self.dim and len(out):
       self.dim = out.shape[1]
@@ -190,7 +186,7 @@ def from_config(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
   ws = workspace_of(cfg)
   if not cfg.get("encoder"):
     raise ValueError("features.encoder must name a store model (e.g. minilm-l6)")
-  cache_dir = cfg.get("cache_dir") or str(ws.data_dir / "encoder_cache")
+  cache_dir = cfg.get("cache_dir") or str(ws.encoder_cache_dir)
   return EncoderFeaturizer(str(ws.root), cfg["encoder"], cache_dir, int(cfg.get("max_tokens", 64)),
                            int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)),
                            lexical_sim=bool(cfg.get("lexical_sim", False)))
