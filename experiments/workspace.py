@@ -141,8 +141,12 @@ def check_values(fv: flags.FlagValues, ws: store.Workspace) -> None:
     _check_store(ws, fv["encoder"].value, "--encoder")
 
 
-def check(module: str, argv: list[str], sweep_lines: list[str]) -> bool:
-  """True if the module takes --workdir. Raises CheckError naming the sweep line."""
+def check(module: str, argv: list[str], sweep_lines: list[str], workdir: str = "") -> bool:
+  """True if the module takes --workdir (the job appends `--workdir=WORKDIR` then).
+  Raises CheckError naming the sweep line."""
+  importlib.import_module(module)
+  if workdir and "workdir" in flags.FLAGS:
+    argv = [*argv, f"--workdir={workdir}"]
   variants = [(None, argv)] + [(i, argv + shlex.split(line)) for i, line in enumerate(sweep_lines)]
   if sweep_lines:
     variants = variants[1:]
@@ -162,7 +166,7 @@ def check(module: str, argv: list[str], sweep_lines: list[str]) -> bool:
 
 def main(argv: list[str]) -> int:
   usage = ("usage: python -m experiments.workspace path WHAT [NAME] | "
-           "check --module=M [--sweep=FILE] -- FLAGS...")
+           "check --module=M [--sweep=FILE] [--workdir=W] -- FLAGS...")
   if len(argv) >= 2 and argv[0] == "path":
     ws = store.Workspace(store.default_workspace_root(None, os.environ))
     try:
@@ -172,13 +176,15 @@ def main(argv: list[str]) -> int:
       return 2
     return 0
   if argv and argv[0] == "check":
-    module, sweep, rest = "experiments.train", None, argv[1:]
+    module, sweep, workdir, rest = "experiments.train", None, "", argv[1:]
     while rest and rest[0] != "--":
       opt = rest.pop(0)
       if opt.startswith("--module="):
         module = opt.split("=", 1)[1]
       elif opt.startswith("--sweep="):
         sweep = opt.split("=", 1)[1]
+      elif opt.startswith("--workdir="):
+        workdir = opt.split("=", 1)[1]
       else:
         print(usage, file=sys.stderr)
         return 2
@@ -188,7 +194,7 @@ def main(argv: list[str]) -> int:
       lines = [l for l in Path(sweep).read_text().splitlines()
                if l.strip() and not l.lstrip().startswith("#")]
     try:
-      takes_workdir = check(module, flag_args, lines)
+      takes_workdir = check(module, flag_args, lines, workdir)
     except CheckError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2

@@ -67,6 +67,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     raise BundleError(f"{path}: cannot read it ({e})") from None
 
 
+def _run_jsons(run: Path) -> list[Path]:
+  return [run / name for name in _RUN_FILES if (run / name).is_file()]
+
+
 def _featurizer_jsons(run: Path) -> list[Path]:
   return sorted((run / features.FOLDER).glob("*.json"))
 
@@ -151,7 +155,7 @@ def _pack_run(run: Path, dst: Path) -> None:
       shutil.copyfile(run / name, dst / name)
   if (run / features.FOLDER).is_dir():
     _copy_tree(run / features.FOLDER, dst / features.FOLDER)
-  for path in [dst / "config.json", *_featurizer_jsons(dst)]:
+  for path in [*_run_jsons(dst), *_featurizer_jsons(dst)]:  # run.json: its "workspace"
     _rewrite_json(path, lambda t: _bundle_paths(t, roots))
   sub, step = checkpoint_to_copy(run)
   _copy_tree(step, dst / sub / step.name)
@@ -264,7 +268,7 @@ def materialize(bundle_dir: str | os.PathLike, scratch: str | os.PathLike) -> st
         _copy_tree(entry, run / entry.name)
       else:
         shutil.copyfile(entry, run / entry.name)
-    for path in [run / "config.json", *_featurizer_jsons(run)]:
+    for path in [*_run_jsons(run), *_featurizer_jsons(run)]:
       _rewrite_json(path, lambda t: resolve(t, ws.root))
     runs.append(str(run))
   return ",".join(runs)

@@ -97,7 +97,7 @@ train_flags=("--flagfile=$snapshot_dir/train.flags" "${extra_flags[@]}")
 # Check the job's command line now, as the job will parse it (it runs in $src).
 workdir_flag=1
 if [[ "$module" == experiments.* ]] && (( check )); then
-  check_args=("--module=$module")
+  check_args=("--module=$module" "--workdir=$workdir")
   if [[ -n "$sweep" ]]; then
     [[ -f "$sweep" ]] || { echo "submit.sh: sweep file $sweep not found" >&2; exit 2; }
     check_args+=("--sweep=$(cd "$(dirname "$sweep")" && pwd)/$(basename "$sweep")")
