@@ -69,11 +69,13 @@ def _launch(cluster: SlurmCluster, ws: Path, script: Path, *args: str) -> str:
 
 
 def _submit(cluster: SlurmCluster, ws: Path, name: str, flags: str, *opts: str) -> str:
-  """launch/submit.sh with a flagfile holding `flags`, run NAME, a 5 min limit."""
+  """launch/submit.sh with a flagfile holding `flags`, run NAME, a 5 min limit warned
+  60 s ahead (the default 300 s lead would warn at once: a slow start would then be
+  requeued again and again)."""
   flagfile = ws.parent / f"{name}.flags"
   flagfile.write_text(flags)
   return _launch(cluster, ws, SUBMIT, f"--flagfile={flagfile}", f"--name={name}", "--time=5",
-                 *opts)
+                 "--signal_lead=60", *opts)
 
 
 def _read(path: Path) -> str:
