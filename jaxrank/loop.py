@@ -30,7 +30,7 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint
+from jaxrank import checkpoint, tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def run(state, step_fn, make_batch: Callable[[int], Mapping[str, np.ndarray]], r
         meta: Callable[[int], dict] = lambda step: {"step": step},
         after_step: Callable[[Any, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-        stop_check_every: int = 1) -> tuple[Any, int, str]:
+        stop_check_every: int = 1,
+        on_save: Callable[[int], None] | None = None) -> tuple[Any, int, str]:
   """Steps `state` from its step to `total`; returns (state, step, "done" | "preempted").
 
   Each step feeds `make_batch(step)`, sharded over the mesh's "data" axis, to
@@ -157,10 +158,16 @@ def run(state, step_fn, make_batch: Callable[[int], Mapping[str, np.ndarray]], r
   (a non-finite value raises FloatingPointError) and handed to
   `on_log(step, mean, steps_per_s)`. `after_step(state, step)` runs next
   (e.g. validation). The state is checkpointed in `ckpt`, with `meta(step)`,
-  every `checkpoint_every` steps and at the end. `should_stop` (e.g. SLURM's SIGUSR1
+  every `checkpoint_every` steps and at the end, then `on_save(step)` runs (e.g. a
+  flush of the logs). `should_stop` (e.g. SLURM's SIGUSR1
   flag) is polled every `stop_check_every` steps, agreed across processes;
   when it turns true the step is checkpointed and the loop returns early.
   """
+  def save(step):
+    ckpt.save(step, state_dict(state), meta(step))
+    if on_save is not None:
+      on_save(step)
+
   pending: list[dict] = []
   step = int(state.step)
   t_last, step_last = time.time(), step
@@ -186,11 +193,11 @@ def run(state, step_fn, make_batch: Callable[[int], Mapping[str, np.ndarray]], r
       after_step(state, step)
     saved = step % checkpoint_every == 0 or step == total
     if saved:
-      ckpt.save(step, state_dict(state), meta(step))
+      save(step)
     if (should_stop is not None and step % stop_check_every == 0 and step < total
         and agree(should_stop())):
       if not saved:  # Orbax refuses a second save of the same step
-        ckpt.save(step, state_dict(state), meta(step))
+        save(step)
       status = "preempted"
       log.warning("stop requested: checkpointed step %d, exiting for requeue", step)
       break
@@ -204,7 +211,8 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
 
   Resumes from the newest Orbax checkpoint in `workdir`; every `log_every`
   steps the mean metrics are logged and appended to
-  `workdir/<name>_metrics.jsonl`; checkpoints every `checkpoint_every` steps,
+  `workdir/<name>_metrics.jsonl` and, as TensorBoard scalars `<name>/...`, to
+  `workdir/tb/`; checkpoints every `checkpoint_every` steps,
   at the end and on a stop request (`should_stop`, see `run`), after which
   it returns early. Returns (state, history, steps done).
   """
@@ -213,6 +221,9 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
   if restored is not None:
     state, _ = restored
     log.info("resumed %s at step %d", name, int(state.step))
+  is_main = jax.process_index() == 0
+  tb = tensorboard.ScalarWriter(workdir / tensorboard.TB_DIR, purge_step=int(state.step) + 1,
+                                enabled=is_main)
   history = []
 
   def on_log(step, mean, steps_per_s):
@@ -220,13 +231,17 @@ def run_steps(name: str, state, step_fn, make_batch, rng, *, mesh, total: int,
     history.append(mean)
     log.info("%s step %d/%d  %s", name, step, total,
              "  ".join(f"{k} {v:.4g}" for k, v in mean.items() if k != "step"))
-    if jax.process_index() == 0:
+    tb.write(step, name, {k: v for k, v in mean.items() if k != "step"})
+    if is_main:
       with open(workdir / f"{name}_metrics.jsonl", "a") as f:
         f.write(json.dumps(mean) + "\n")
 
-  state, step, _ = run(state, step_fn, make_batch, rng, mesh=mesh, total=total, ckpt=ckpt,
-                       log_every=log_every, checkpoint_every=checkpoint_every,
-                       on_log=on_log, should_stop=should_stop)
+  try:
+    state, step, _ = run(state, step_fn, make_batch, rng, mesh=mesh, total=total, ckpt=ckpt,
+                         log_every=log_every, checkpoint_every=checkpoint_every,
+                         on_log=on_log, should_stop=should_stop, on_save=lambda _: tb.flush())
+  finally:
+    tb.close()
   ckpt.wait()
   ckpt.close()
   return state, history, step

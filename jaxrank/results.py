@@ -10,6 +10,8 @@ A run's workdir (`WS/runs/NAME/`) holds:
                                times, host, jax devices, argv, ...
   metrics.jsonl                one JSON object per line:
                                {"step", "split", "time", "metrics": {...}}
+  tb/                          the same scalars as TensorBoard events (tags
+                               split/metric; one file per process start)
   eval/{split}.json            final metrics of a split
   eval/{split}_per_notebook.csv  id, n_cells, n_markdown, tau
   predictions/{split}.csv      Kaggle `id,cell_order`
@@ -25,12 +27,14 @@ Typical use in a trainer:
 
   rec = RunRecorder(workdir, enabled=jax.process_index() == 0)
   rec.write_config(config.to_dict(), argv=sys.argv)
-  rec.start(model=config.model.name, data_dir=config.data.data_dir)
+  rec.update_run(status="running", model=config.model.name)
+  rec.open_tensorboard(purge_step=resumed_step + 1)   # log() writes events too
   ...
   rec.log(step, "train", {"loss": loss})
-  rec.update_run(steps=step)                 # also refreshes wall_time_s
+  rec.flush()                                # at each checkpoint
   ...
-  rec.finish("preempted", steps=step)        # or "done" / "failed"
+  rec.close()
+  rec.update_run(status="preempted", steps=step)   # or "done" / "failed"
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 import jaxrank
-from jaxrank import io_utils, store, submission
+from jaxrank import io_utils, store, submission, tensorboard
 
 if TYPE_CHECKING:
   import pandas as pd
@@ -68,6 +72,7 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
 PREDICTIONS_DIR = "predictions"
 PLOTS_DIR = "plots"
+TB_DIR = tensorboard.TB_DIR
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 
@@ -144,9 +149,8 @@ class RunRecorder:
   def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
     self.workdir = Path(workdir)
     self.enabled = enabled
-    self._t0: float | None = None  # monotonic time of start() in this process
-    self._wall_before = 0.0  # wall time of earlier segments (before a requeue)
     self._log_checked = False
+    self._tb: tensorboard.ScalarWriter | None = None
     if enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -169,8 +173,7 @@ class RunRecorder:
 
     `status="running"` from a new process starts a segment: keeps the first
     `started` time, sets `segment_started`, host and pid, counts `n_starts`.
-    `status="done"|"failed"` sets `finished`. After `start()`, every update
-    also refreshes `wall_time_s` (summed over all segments of a requeued run).
+    `status="done"|"failed"` sets `finished`.
     """
     if not self.enabled:
       return
@@ -199,52 +202,42 @@ class RunRecorder:
     elif status in ("done", "failed") and "finished" not in fields:
       run["finished"] = now
     run.update(_to_plain(fields))
-    if self._t0 is not None:
-      run["wall_time_s"] = round(self._wall_before + time.monotonic() - self._t0, 3)
     run["updated"] = now
     io_utils.atomic_write_json(self.workdir / RUN_FILE, run)
 
-  def start(self, **fields: Any) -> None:
-    """Marks the run (or this segment of a requeued run) as running.
-
-    Besides what `update_run(status="running")` records (first `started`
-    time, `n_starts`, host, pid), records the jax devices and makes later
-    updates keep `wall_time_s`, summed over all segments.
-    """
-    if not self.enabled:
-      return
-    run = self.read_run()
-    self._wall_before = float(run.get("wall_time_s", 0.0) or 0.0)
-    self._t0 = time.monotonic()
-    info: dict[str, Any] = {"status": "running"}
-    try:
-      import jax  # pylint: disable=g-import-not-at-top  # heavy: results CLI runs without it
-
-      info["jax_devices"] = [str(d) for d in jax.devices()]
-      info["jax_process_count"] = jax.process_count()
-    except Exception as e:  # pylint: disable=broad-except
-      info["jax_devices"] = f"unavailable: {e}"
-    info.update(fields)
-    self.update_run(**info)
-
-  def finish(self, status: str, **fields: Any) -> None:
-    """Ends this segment with `status` (done | preempted | failed)."""
-    if not self.enabled:
-      return
-    self.update_run(status=status, segment_finished=_now_iso(), **fields)
-
   # -- metrics log ----------------------------------------------------------
 
+  def open_tensorboard(self, purge_step: int | None = None) -> None:
+    """From now on `log` also writes its scalars as TensorBoard events in tb/.
+
+    `purge_step`: the first step this process logs (a resumed run's checkpoint
+    step + 1); TensorBoard hides earlier files' points from it on.
+    """
+    self.close()
+    self._tb = tensorboard.ScalarWriter(self.workdir / TB_DIR, purge_step=purge_step,
+                                        enabled=self.enabled)
+
+  def flush(self) -> None:
+    """Puts the TensorBoard events logged so far on disk (metrics.jsonl always is)."""
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    """Flushes and closes the TensorBoard events file, if one is open."""
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
   def log(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
-    """Appends one line to metrics.jsonl; it is in the file when this returns."""
+    """Appends one line to metrics.jsonl (in the file when this returns) and, after
+    `open_tensorboard`, the same scalars as events tagged `split/name`."""
     if not self.enabled:
       return
-    record = {
-        "step": int(step),
-        "split": str(split),
-        "time": round(time.time(), 3),
-        "metrics": {str(k): _to_float(v) for k, v in metrics.items()},
-    }
+    values = {str(k): _to_float(v) for k, v in metrics.items()}
+    if self._tb is not None:
+      self._tb.write(step, split, values)
+    record = {"step": int(step), "split": str(split), "time": round(time.time(), 3),
+              "metrics": values}
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     path = self.workdir / METRICS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask

@@ -447,6 +447,7 @@ def _train_and_evaluate(config, workdir: str | Path, *, should_stop, workspace: 
     best_tau, wall_before = meta.get("best_tau", best_tau), meta.get("wall_s", 0.0)
     logging.info("resumed from step %d (epoch %d, batch %d)", int(state.step),
                  *sched.position(int(state.step)))
+  rec.open_tensorboard(purge_step=int(state.step) + 1)
   # rbg keys: dropout masks compile ~3x and run ~2x faster on CPU than threefry.
   rng = jax.random.key(config.train.seed, impl=config.train.rng_impl)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -480,11 +481,15 @@ def _train_and_evaluate(config, workdir: str | Path, *, should_stop, workspace: 
         best_tau = table["kendall_tau"]
         ckpt.save(step, loop.state_dict(state), meta(step, val=table), best=True)
 
-  state, step, status = loop.run(
-      state, step_fn, lambda step: sched.batch(step).arrays, rng, mesh=mesh, total=total,
-      ckpt=ckpt, meta=meta, log_every=config.train.log_every,
-      checkpoint_every=config.train.checkpoint_every, on_log=on_log, after_step=after_step,
-      should_stop=should_stop, stop_check_every=config.train.stop_check_every)
+  try:
+    state, step, status = loop.run(
+        state, step_fn, lambda step: sched.batch(step).arrays, rng, mesh=mesh, total=total,
+        ckpt=ckpt, meta=meta, log_every=config.train.log_every,
+        checkpoint_every=config.train.checkpoint_every, on_log=on_log, after_step=after_step,
+        should_stop=should_stop, stop_check_every=config.train.stop_check_every,
+        on_save=lambda _: rec.flush())
+  finally:
+    rec.close()
   ckpt.wait()
 
   out: dict[str, Any] = {"status": status, "step": step}

@@ -1,17 +1,21 @@
 """Checks several test files share: stop/resume equals an uninterrupted run, the entry
-points' train -> evaluate -> predict round trip, the train steps of metrics.jsonl."""
+points' train -> evaluate -> predict round trip, the train steps of metrics.jsonl, the
+TensorBoard events beside it."""
 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
 
-from jaxrank import checkpoint, submission, train
+from jaxrank import checkpoint, results, submission, train
 from jaxrank.data import notebooks as nb_io
 from tests.conftest import REPO_ROOT, subprocess_env
 
@@ -37,6 +41,46 @@ def train_steps_logged(workdir: Path) -> list[int]:
   return steps
 
 
+def tensorboard_scalars(logdir: Path) -> dict[str, dict[int, float]]:
+  """{tag: {step: value}} as TensorBoard shows a folder of events files: files in name
+  order, a SessionLog START at step p hides the points of earlier files from p on. Checks
+  every record's CRCs; a torn last record (kill -9) is skipped, as TensorBoard does."""
+  out: dict[str, dict[int, float]] = {}
+  for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+    data, pos = path.read_bytes(), 0
+    while pos + 12 <= len(data):
+      header = data[pos:pos + 8]
+      (n,) = struct.unpack("<Q", header)
+      assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == masked_crc32c(header), path
+      if pos + 16 + n > len(data):
+        break  # torn tail
+      body = data[pos + 12:pos + 12 + n]
+      assert struct.unpack("<I", data[pos + 12 + n:pos + 16 + n])[0] == masked_crc32c(body), path
+      pos += 16 + n
+      event = event_pb2.Event.FromString(body)
+      if event.session_log.status == event_pb2.SessionLog.START:
+        for points in out.values():
+          for step in [s for s in points if s >= event.step]:
+            del points[step]
+      for v in event.summary.value:
+        out.setdefault(v.tag, {})[int(event.step)] = v.simple_value
+  return out
+
+
+def assert_tensorboard_matches_metrics(workdir: Path) -> dict[str, dict[int, float]]:
+  """The run's tb/ events show exactly metrics.jsonl's scalars (last line per step, as
+  float32), no step more or less; returns them."""
+  shown = tensorboard_scalars(Path(workdir) / results.TB_DIR)
+  df = results.read_metrics(workdir)
+  want: dict[str, dict[int, float]] = {}
+  for row in df.to_dict("records"):
+    for k, v in row.items():
+      if k not in ("step", "split", "time") and not np.isnan(v):
+        want.setdefault(f"{row['split']}/{k}", {})[int(row["step"])] = float(np.float32(v))
+  assert want and shown == want
+  return shown
+
+
 def stop_resume_equals_uninterrupted(cfg, tmp_path: Path) -> dict:
   """3 steps: stopped after 2 (a should_stop request) and resumed equals 3 in one go,
   parameter for parameter; returns the resumed run's result."""
@@ -54,6 +98,9 @@ def stop_resume_equals_uninterrupted(cfg, tmp_path: Path) -> dict:
   assert train_steps_logged(tmp_path / "a") == [1, 2, 3]
   lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(l["metrics"]["loss"]) for l in lines if l["split"] == "train")
+  shown = assert_tensorboard_matches_metrics(tmp_path / "a")
+  assert sorted(shown["train/loss"]) == [1, 2, 3] and "train/lr" in shown
+  assert len(list((tmp_path / "a" / results.TB_DIR).glob("events.*"))) == 2  # one per start
   return out
 
 

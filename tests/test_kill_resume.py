@@ -87,3 +87,8 @@ def test_kill_9_at_a_random_step_then_rerun_equals_uninterrupted(tmp_path):
   m_got, m_want = results.read_metrics(killed), results.read_metrics(reference)
   assert m_got["step"].tolist() == m_want["step"].tolist()
   np.testing.assert_array_equal(m_got["loss"].to_numpy(), m_want["loss"].to_numpy())
+  # TensorBoard shows what metrics.jsonl says: the steps after the checkpoint, logged by the
+  # killed process too, are hidden (SessionLog START in the rerun's file), none is doubled.
+  tb_got = helpers.assert_tensorboard_matches_metrics(killed)
+  assert tb_got["train/loss"] == helpers.assert_tensorboard_matches_metrics(reference)["train/loss"]
+  assert len(list((killed / results.TB_DIR).glob("events.*"))) == 2

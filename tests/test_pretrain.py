@@ -20,6 +20,7 @@ from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import roberta
+from tests import helpers
 from tests.conftest import REPO_ROOT, subprocess_env
 
 
@@ -79,6 +80,8 @@ def test_tiny_pretrain_learns_and_is_stored(pretrained):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=0)
   lines = (root / "run" / "pretrain_metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["step"] for l in lines] == list(range(1, 7))
+  shown = helpers.tensorboard_scalars(root / "run" / "tb")["pretrain/loss"]
+  assert shown == {h["step"]: pytest.approx(h["loss"], rel=1e-6) for h in out["history"]}
 
 
 def test_a_ranker_starts_from_the_pretrained_encoder(pretrained, tmp_path):
@@ -231,4 +234,6 @@ def test_pair_finetune_stops_on_request_and_resumes(pretrained, tmp_path):
     store.read_manifest(ws, "rb-tiny-resumed")
   second = pair_finetune.finetune(c, ws, nbs, tmp_path / "run")
   assert second["steps"] == 4 and [h["step"] for h in second["history"]] == [3, 4]
+  assert sorted(helpers.tensorboard_scalars(tmp_path / "run" / "tb")["pair_finetune/loss"]) == [
+      1, 2, 3, 4]
   assert second["manifest"]["name"] == "rb-tiny-resumed"
