@@ -9,7 +9,7 @@ row is scored by `jaxrank.submission.score_submission` (validated, then
     text + the code cell's index, XGBRanker (rank:pairwise) on the cell's rank,
     notebooks as groups; decoded so code cells keep their order;
   * tfidf_ridge: TF-IDF (word 1-2 grams) of each markdown cell's own text, Ridge
-    regression of its true key (relative position, see jaxrank.decode);
+    regression of its true key (relative position, see jaxrank.data.targets);
     code cells at their known keys;
   * tfidf_nearest_code / lexical_nearest_code: each markdown cell just before
     its most similar code cell (fitted TF-IDF; per-notebook word TF-IDF);
@@ -46,6 +46,7 @@ from jaxrank import io_utils
 from jaxrank import submission
 from jaxrank.data import folds
 from jaxrank.data import notebooks as nb_io
+from jaxrank.data import targets
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 
 Orders = dict[str, list[str]]
@@ -138,7 +139,7 @@ def tfidf_ridge(train: Sequence[Notebook], val: Sequence[Notebook], *,
 
   tr_texts, _ = _markdown(train)
   va_texts, va_counts = _markdown(val)
-  y_tr = np.concatenate([decode.true_keys(nb)[decode.markdown_positions(nb)] for nb in train])
+  y_tr = np.concatenate([targets.true_keys(nb)[targets.markdown_positions(nb)] for nb in train])
   tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000,
                           sublinear_tf=True, dtype=np.float32)
   model = Ridge(alpha=alpha)

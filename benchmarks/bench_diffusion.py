@@ -163,10 +163,11 @@ def _tfidf_ridge(train_nbs, val) -> dict[str, list[str]]:
   from sklearn.feature_extraction.text import TfidfVectorizer
   from sklearn.linear_model import Ridge
   from jaxrank import decode
+  from jaxrank.data import targets
 
   texts, keys = [], []
   for nb in train_nbs:
-    k = dict(zip(nb.cell_ids, decode.true_keys(nb)))
+    k = dict(zip(nb.cell_ids, targets.true_keys(nb)))
     src = dict(zip(nb.cell_ids, nb.sources))
     texts += [src[c] for c in nb.markdown_ids]
     keys += [k[c] for c in nb.markdown_ids]

@@ -35,14 +35,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from jaxrank import checkpoint, ensemble, features, io_utils, store
+from jaxrank import checkpoint, ensemble, features, io_utils, results, store
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
 WORKSPACE = "workspace"
 WHEELS = "wheels"
 TOKEN = store.WORKSPACE_TOKEN  # a path relative to the workspace in use
-CHECKPOINT_DIRS = (checkpoint.BEST, checkpoint.LATEST)  # in the order predict restores them
+CHECKPOINT_DIRS = (results.BEST_DIR, results.CHECKPOINTS_DIR)  # in the order predict restores
 _RUN_FILES = ("config.json", "run.json")
 
 
@@ -71,33 +71,11 @@ def _run_jsons(run: Path) -> list[Path]:
   return [run / name for name in _RUN_FILES if (run / name).is_file()]
 
 
-def _featurizer_jsons(run: Path) -> list[Path]:
-  return sorted((run / features.FOLDER).glob("*.json"))
-
-
-def store_entries(run: str | os.PathLike) -> list[tuple[tuple[str, ...], str]]:
-  """(kinds to look in, name) of every store entry a run folder names: its featurizer's
-  encoder / tokenizer (a tokenizer name may be a model's) and `model.encoder_name`."""
-  run = Path(run)
-  config = _read_json(run / "config.json")
-  out: list[tuple[tuple[str, ...], str]] = []
-  for path in _featurizer_jsons(run):
-    feat = _read_json(path)
-    out += [((store.MODEL,), feat.get("encoder")),
-            ((store.TOKENIZER, store.MODEL), feat.get("tokenizer"))]
-  feats = config.get("features") or {}
-  if feats.get("kind") in ("encoder", "subword"):
-    out += [((store.MODEL,), feats.get("encoder")),
-            ((store.TOKENIZER, store.MODEL), feats.get("tokenizer"))]
-  out.append(((store.MODEL,), (config.get("model") or {}).get("encoder_name")))
-  return list(dict.fromkeys((kinds, n) for kinds, n in out if isinstance(n, str) and n))
-
-
 def _run_roots(run: Path) -> list[str]:
   """The workspace roots a run's config / featurizer name (`$WORKSPACE`: the run's own)."""
   run = run.absolute()
   own = str(run.parent.parent)
-  tree = [_read_json(run / "config.json")] + [_read_json(p) for p in _featurizer_jsons(run)]
+  tree = [_read_json(run / "config.json")] + [_read_json(p) for p in results.featurizer_jsons(run)]
   roots = [own] if run.parent.name == "runs" else []
 
   def visit(t):
@@ -109,16 +87,6 @@ def _run_roots(run: Path) -> list[str]:
           visit(v)
   visit(tree)
   return list(dict.fromkeys(roots))
-
-
-def checkpoint_to_copy(run: Path) -> tuple[str, Path]:
-  """(folder name, step folder) that `train.load_predictor(best=True)` restores."""
-  for sub in CHECKPOINT_DIRS:
-    steps = [p for p in (run / sub).glob("*") if p.is_dir() and p.name.isdigit()]
-    if steps:
-      return sub, max(steps, key=lambda p: int(p.name))
-  raise BundleError(f"{run}: no checkpoint (neither best/ nor checkpoints/ has a step): "
-                    "train the run first")
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -155,10 +123,16 @@ def _pack_run(run: Path, dst: Path) -> None:
       shutil.copyfile(run / name, dst / name)
   if (run / features.FOLDER).is_dir():
     _copy_tree(run / features.FOLDER, dst / features.FOLDER)
-  for path in [*_run_jsons(dst), *_featurizer_jsons(dst)]:  # run.json: its "workspace"
+  for path in [*_run_jsons(dst), *results.featurizer_jsons(dst)]:  # run.json: its "workspace"
     _rewrite_json(path, lambda t: _bundle_paths(t, roots))
-  sub, step = checkpoint_to_copy(run)
+  sub, step = results.checkpoint_to_copy(run)
   _copy_tree(step, dst / sub / step.name)
+  try:  # the copy restores (no model code needed), or the bundle is not written
+    checkpoint.restore_params(dst, step=int(step.name), best=sub == results.BEST_DIR)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax raises many kinds
+    why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise BundleError(f"run {run}: its checkpoint {sub}/{step.name} does not restore "
+                      f"({why}); retrain it or bundle another run") from None
 
 
 def _pack_entry(src_roots: Sequence[str], kinds: Sequence[str], name: str, ws: store.Workspace,
@@ -202,7 +176,7 @@ def pack(spec: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.Pa
     dst = ws.runs_dir / name
     dst.mkdir()
     _pack_run(run, dst)
-    for kinds, entry in store_entries(run):
+    for kinds, entry in results.store_entries(run):
       got = _pack_entry(_run_roots(run), kinds, entry, ws, run)
       if got not in entries:
         entries.append(got)
@@ -268,7 +242,7 @@ def materialize(bundle_dir: str | os.PathLike, scratch: str | os.PathLike) -> st
         _copy_tree(entry, run / entry.name)
       else:
         shutil.copyfile(entry, run / entry.name)
-    for path in [*_run_jsons(run), *_featurizer_jsons(run)]:
+    for path in [*_run_jsons(run), *results.featurizer_jsons(run)]:
       _rewrite_json(path, lambda t: resolve(t, ws.root))
     runs.append(str(run))
   return ",".join(runs)

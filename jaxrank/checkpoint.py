@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -150,7 +151,6 @@ class Checkpointer:
         log.warning("checkpoint %s/%d is damaged (%s): moved it to %s; using %s",
                     kind, s, err, dest, good)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices("jaxrank_checkpoint_set_aside")
     self.latest.reload()  # forget the steps set aside
     self.best.reload()

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxrank import decode, features, io_utils, windows
+from jaxrank.data import targets
 from jaxrank.data.types import Notebook
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -122,7 +123,7 @@ def _as_gap_probs(probs: np.ndarray | None, keys: np.ndarray, n_code: int) -> np
     return probs
   keys = np.asarray(keys, np.float64)
   one_hot = np.zeros((keys.size, n_code + 1))
-  one_hot[np.arange(keys.size), np.searchsorted(decode.code_keys(n_code), keys, side="left")] = 1
+  one_hot[np.arange(keys.size), np.searchsorted(targets.code_keys(n_code), keys, side="left")] = 1
   return one_hot
 
 

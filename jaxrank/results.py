@@ -73,8 +73,11 @@ EVAL_DIR = "eval"
 PREDICTIONS_DIR = "predictions"
 PLOTS_DIR = "plots"
 TB_DIR = tensorboard.TB_DIR
+# Spelled here too so that reading run folders needs neither Orbax nor the featurizers
+# (test_results checks they agree with jaxrank.checkpoint and jaxrank.features).
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
+FEATURIZER_DIR = "featurizer"
 
 _log = logging.getLogger(__name__)
 
@@ -553,13 +556,44 @@ def _is_checkpoint(path: Path) -> bool:
   return path.name == CHECKPOINTS_DIR or (path / "_CHECKPOINT_METADATA").exists()
 
 
+def featurizer_jsons(run: Path) -> list[Path]:
+  return sorted((run / FEATURIZER_DIR).glob("*.json"))
+
+
+def store_entries(run: str | os.PathLike) -> list[tuple[tuple[str, ...], str]]:
+  """(kinds to look in, name) of every store entry a run folder names: its featurizer's
+  encoder / tokenizer (a tokenizer name may be a model's) and `model.encoder_name`."""
+  run = Path(run)
+  config = load_json_object(run / CONFIG_FILE)
+  out: list[tuple[tuple[str, ...], str]] = []
+  for path in featurizer_jsons(run):
+    feat = load_json_object(path)
+    out += [((store.MODEL,), feat.get("encoder")),
+            ((store.TOKENIZER, store.MODEL), feat.get("tokenizer"))]
+  feats = config.get("features") or {}
+  if feats.get("kind") in ("encoder", "subword"):
+    out += [((store.MODEL,), feats.get("encoder")),
+            ((store.TOKENIZER, store.MODEL), feats.get("tokenizer"))]
+  out.append(((store.MODEL,), (config.get("model") or {}).get("encoder_name")))
+  return list(dict.fromkeys((kinds, n) for kinds, n in out if isinstance(n, str) and n))
+
+
+def checkpoint_to_copy(run: Path) -> tuple[str, Path]:
+  """(folder name, step folder) that prediction (`train.load_predictor(best=True)`)
+  restores: the newest step of best/, else of checkpoints/."""
+  for sub in (BEST_DIR, CHECKPOINTS_DIR):
+    steps = [p for p in (run / sub).glob("*") if p.is_dir() and p.name.isdigit()]
+    if steps:
+      return sub, max(steps, key=lambda p: int(p.name))
+  raise FileNotFoundError(f"{run}: no checkpoint (neither best/ nor checkpoints/ has a step): "
+                          "train the run first")
+
+
 def _prediction_files(ws: store.Workspace, run: Path) -> list[Path]:
   """The checkpoint prediction restores and the store entries a run names."""
-  # jaxrank.bundle imports the trainer (jax, Orbax): only --with_models needs it.
-  from jaxrank import bundle  # pylint: disable=g-import-not-at-top
-  _, step = bundle.checkpoint_to_copy(run)
+  _, step = checkpoint_to_copy(run)
   files = [p for p in step.rglob("*") if p.is_file()]
-  for kinds, name in bundle.store_entries(run):
+  for kinds, name in store_entries(run):
     entry = next((ws.entry_dir(name, k) for k in kinds if ws.entry_dir(name, k).is_dir()), None)
     if entry is None:
       raise FileNotFoundError(f"run {run.name} names store entry {name!r}, which {ws.root} lacks")

@@ -28,6 +28,7 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from jaxrank.data.types import CODE, Notebook
 from jaxrank.text import bow
@@ -63,7 +64,6 @@ def split(nb: Notebook, max_cells: int) -> list[Notebook]:
   owner = np.zeros(len(code), np.int64)
   for k, c in enumerate(code_chunks):
     owner[np.searchsorted(code, c)] = k
-  import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
   assign = sp.csr_matrix((np.ones(len(code), np.float32), (owner, np.arange(len(code)))),
                          shape=(n_win, len(code)))
   centroids = assign @ x[code]  # [n_win, V], sums of unit rows

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxrank import decode
+from jaxrank.data import targets
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 
 
@@ -36,14 +37,14 @@ def notebooks(draw, max_cells: int = 30) -> Notebook:
 
 
 def md_true_keys(nb: Notebook) -> np.ndarray:
-  return decode.true_keys(nb)[decode.markdown_positions(nb)]
+  return targets.true_keys(nb)[targets.markdown_positions(nb)]
 
 
 def test_code_keys():
-  np.testing.assert_allclose(decode.code_keys(3), [0.25, 0.5, 0.75])
-  assert decode.code_keys(0).shape == (0,)
+  np.testing.assert_allclose(targets.code_keys(3), [0.25, 0.5, 0.75])
+  assert targets.code_keys(0).shape == (0,)
   with pytest.raises(ValueError):
-    decode.code_keys(-1)
+    targets.code_keys(-1)
 
 
 def test_true_keys_and_gaps_by_hand():
@@ -52,31 +53,31 @@ def test_true_keys_and_gaps_by_hand():
       id="hand", cell_ids=("c0", "c1", "m2", "m0", "m1"),
       cell_types=(CODE, CODE, MARKDOWN, MARKDOWN, MARKDOWN),
       sources=("",) * 5, order=("m0", "c0", "m1", "m2", "c1"))
-  keys = dict(zip(nb.cell_ids, decode.true_keys(nb)))
+  keys = dict(zip(nb.cell_ids, targets.true_keys(nb)))
   assert keys["c0"] == pytest.approx(1 / 3)
   assert keys["c1"] == pytest.approx(2 / 3)
   assert keys["m0"] == pytest.approx((0 + 1 / 2) / 3)
   assert keys["m1"] == pytest.approx((1 + 1 / 3) / 3)
   assert keys["m2"] == pytest.approx((1 + 2 / 3) / 3)
-  np.testing.assert_array_equal(decode.true_gaps(nb), [1, 0, 1])  # m2, m0, m1
+  np.testing.assert_array_equal(targets.true_gaps(nb), [1, 0, 1])  # m2, m0, m1
 
 
 def test_markdown_after_last_code_is_in_last_gap():
   nb = make_notebook([CODE, MARKDOWN, MARKDOWN])
-  np.testing.assert_array_equal(decode.true_gaps(nb), [1, 1])
+  np.testing.assert_array_equal(targets.true_gaps(nb), [1, 1])
   np.testing.assert_allclose(md_true_keys(nb), [(1 + 1 / 3) / 2, (1 + 2 / 3) / 2])
 
 
 @settings(max_examples=200, deadline=None)
 @given(notebooks())
 def test_true_keys_decode_to_true_order(nb):
-  keys = decode.true_keys(nb)
+  keys = targets.true_keys(nb)
   assert ((keys > 0) & (keys < 1)).all()
   assert len(set(keys.tolist())) == nb.n_cells  # distinct: the order is unambiguous
   assert decode.order_from_keys(nb, md_true_keys(nb)) == list(nb.order)
   # Gaps agree with keys: gap g means g code keys below the markdown key.
-  gaps = decode.true_gaps(nb)
-  below = np.searchsorted(decode.code_keys(nb.n_code), md_true_keys(nb))
+  gaps = targets.true_gaps(nb)
+  below = np.searchsorted(targets.code_keys(nb.n_code), md_true_keys(nb))
   np.testing.assert_array_equal(gaps, below)
 
 
@@ -106,13 +107,13 @@ def test_order_from_keys_ties_and_errors():
 def test_true_keys_errors():
   nb = make_notebook([CODE, MARKDOWN])
   with pytest.raises(ValueError, match="no true order"):
-    decode.true_keys(Notebook(nb.id, nb.cell_ids, nb.cell_types, nb.sources, None))
+    targets.true_keys(Notebook(nb.id, nb.cell_ids, nb.cell_types, nb.sources, None))
   swapped = Notebook("bad", ("a", "b"), (CODE, CODE), ("", ""), order=("b", "a"))
   with pytest.raises(ValueError, match="notebook bad: code cells"):
-    decode.true_gaps(swapped)
+    targets.true_gaps(swapped)
   missing = Notebook("miss", ("a", "b"), (CODE, MARKDOWN), ("", ""), order=("a",))
   with pytest.raises(ValueError, match="notebook miss: order is not a permutation"):
-    decode.true_keys(missing)
+    targets.true_keys(missing)
 
 
 def test_median_gap_on_hand_distributions():
@@ -140,7 +141,7 @@ def test_keys_from_gap_probs_places_cells_in_their_gaps_ordered_by_tiebreak():
   # 2 code cells -> 3 gaps; md0 and md2 share gap 1, md1 in gap 0.
   probs = np.array([[0.1, 0.8, 0.1], [0.9, 0.1, 0.0], [0.0, 0.6, 0.4]])
   keys = decode.keys_from_gap_probs(probs, tiebreak=[0.9, 0.0, 0.1])
-  code = decode.code_keys(2)
+  code = targets.code_keys(2)
   np.testing.assert_array_equal(np.searchsorted(code, keys), [1, 0, 1])
   assert keys[2] < keys[0]  # tiebreak puts md2 first inside gap 1
   np.testing.assert_allclose(keys, [(1 + 2 / 3) / 3, (0 + 1 / 2) / 3, (1 + 1 / 3) / 3])
@@ -176,7 +177,7 @@ def test_crowded_gaps_spreads_cells_that_compete_for_one_gap():
   # A tiny price does not move a cell that would lose more than it saves.
   np.testing.assert_array_equal(decode.crowded_gaps(probs, 0.05), [1, 1])
   keys = decode.keys_from_gap_probs(probs, crowding=0.5)
-  np.testing.assert_array_equal(np.searchsorted(decode.code_keys(2), keys), [1, 2])
+  np.testing.assert_array_equal(np.searchsorted(targets.code_keys(2), keys), [1, 2])
   assert decode.crowded_gaps(np.zeros((0, 3)), 2.0).shape == (0,)
   with pytest.raises(ValueError, match="crowding must be >= 0"):
     decode.crowded_gaps(probs, -1.0)
@@ -217,6 +218,6 @@ def test_many_random_notebooks_round_trip():
     assert decode.order_from_keys(nb, md_true_keys(nb)) == list(nb.order)
     # Decoding the true gaps through one-hot distributions also recovers the order
     # when the true within-gap order is the tiebreak.
-    probs = np.eye(nb.n_code + 1)[decode.true_gaps(nb)]
+    probs = np.eye(nb.n_code + 1)[targets.true_gaps(nb)]
     keys = decode.keys_from_gap_probs(probs, tiebreak=md_true_keys(nb))
     assert decode.order_from_keys(nb, keys) == list(nb.order)

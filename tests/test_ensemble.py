@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrank import decode, ensemble, submission, train
-from jaxrank.data import notebooks
+from jaxrank.data import notebooks, targets
 from tests.helpers import run_module as _run
 from tests.tiny import tiny_bow_config
 
@@ -29,11 +29,11 @@ def test_combine_averages_distributions_and_places_pointwise_keys_in_their_gap()
   b = np.array([[0.0, 0.45, 0.55, 0.0]])
   # Each alone: a -> gap 0, b -> gap 2; their mean [.3 .425 .275 0] -> median gap 1.
   keys = ensemble.combine([(a, np.array([0.1])), (b, np.array([0.6]))], 3)
-  assert decode.code_keys(3)[0] < keys[0] < decode.code_keys(3)[1]
+  assert targets.code_keys(3)[0] < keys[0] < targets.code_keys(3)[1]
   # A pointwise key of 0.8 lies in gap 3: one-hot there; with b: mean [0 .225 .275 .5]
   # -> gap 2 (alone it would be gap 3).
   keys = ensemble.combine([(b, np.array([0.6])), (None, np.array([0.8]))], 3)
-  assert decode.code_keys(3)[1] < keys[0] < decode.code_keys(3)[2]
+  assert targets.code_keys(3)[1] < keys[0] < targets.code_keys(3)[2]
   # All pointwise: keys averaged.
   np.testing.assert_allclose(ensemble.combine([(None, np.array([0.2, 0.9])),
                                                (None, np.array([0.4, 0.1]))], 3), [0.3, 0.5])

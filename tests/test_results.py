@@ -14,7 +14,7 @@ import ml_collections
 import pandas as pd
 import pytest
 
-from jaxrank import results
+from jaxrank import checkpoint, features, results
 from tests import helpers
 from tests.conftest import subprocess_env
 
@@ -159,6 +159,11 @@ def test_torn_last_line_is_skipped_and_the_next_append_stays_whole(tmp_path, cap
   assert df[df.split == "train"][["step", "loss"]].values.tolist() == [[1, 1.0], [2, 2.0],
                                                                       [3, 30.0], [4, 40.0]]
   assert df[df.split == "val"]["kendall_tau"].tolist() == [0.5]
+
+
+def test_run_folder_names_agree_with_the_modules_that_write_them():
+  assert (results.CHECKPOINTS_DIR, results.BEST_DIR) == (checkpoint.LATEST, checkpoint.BEST)
+  assert results.FEATURIZER_DIR == features.FOLDER
 
 
 def test_tensorboard_events_follow_the_log_and_a_resume_hides_what_it_redoes(tmp_path):

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jaxrank import decode
+from jaxrank.data import targets
 from jaxrank.data.types import CODE, Notebook
 
 Arrays = dict[str, np.ndarray]
@@ -53,13 +53,13 @@ def notebook_arrays(nb: Notebook, cell_features: Mapping[str, np.ndarray]) -> Ar
   is_code = np.zeros(nb.n_cells, bool)
   is_code[:n_code] = True
   code_pos = np.zeros(nb.n_cells, np.float32)
-  code_pos[:n_code] = decode.code_keys(n_code)
+  code_pos[:n_code] = targets.code_keys(n_code)
   out.update(is_code=is_code, cell_mask=np.ones(nb.n_cells, bool), code_pos=code_pos,
              cell_index=perm.astype(np.int32))
   if nb.order is not None:
-    keys = decode.true_keys(nb)[perm].astype(np.float32)
+    keys = targets.true_keys(nb)[perm].astype(np.float32)
     gaps = np.full(nb.n_cells, -1, np.int32)
-    gaps[n_code:] = decode.true_gaps(nb)  # aligned with nb.markdown_ids = file order
+    gaps[n_code:] = targets.true_gaps(nb)  # aligned with nb.markdown_ids = file order
     out.update(target_key=keys, target_gap=gaps)
   return out
 
