@@ -27,6 +27,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments import common
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder, ensemble run folder, or several "
                                "runs A,B,C (an ensemble).", required=True)
 _OUT = flags.DEFINE_string("out", None, "Bundle folder to create (must not exist).",
@@ -151,4 +153,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -22,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 try:
   from absl import app, flags, logging
-  from experiments import predict
+  from experiments import common, predict
 except ImportError as e:
   sys.exit(f"{e}: install the bundle's wheels first: pip install --no-index "
            f"--find-links={Path(__file__).resolve().parent / 'wheels'} jaxrank")
@@ -61,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxrank import bundle, ensemble, store, train
+from jaxrank import bundle, ensemble, results, store, train
 from jaxrank.data.notebooks import sample_data_dir
 from tests.conftest import subprocess_env
 from tests.test_rankers import tiny_cells_config
@@ -136,6 +136,21 @@ def test_bundle_refuses_an_existing_folder_and_a_run_without_its_store_model(tra
     path.write_text(path.read_text().replace(str(ws.root), str(other.root)))
   with pytest.raises(bundle.BundleError, match="names store model 'tiny'"):
     bundle.pack(str(other.runs_dir / "cells"), tmp_path / "B2")
+  # A run whose checkpoint is damaged: one line naming it, and no bundle.
+  damaged = tmp_path / "ws3" / "runs" / "bow"
+  shutil.copytree(ws.runs_dir / "bow", damaged)
+  sub, step = results.checkpoint_to_copy(damaged)
+  for f in (step / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"\0" * 7)
+  p = subprocess.run([sys.executable, "-m", "experiments.bundle", f"--workdir={damaged}",
+                      f"--out={tmp_path / 'B3'}"], cwd=ROOT, env=_env(), capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 1, p.stderr
+  err = [l for l in p.stderr.splitlines() if l.startswith("error: ")]
+  assert len(err) == 1 and f"run {damaged}: its checkpoint {sub}/{step.name} does not restore" \
+      in err[0], p.stderr[-2000:]
+  assert "Traceback" not in p.stderr and not (tmp_path / "B3").exists()
 
 
 @pytest.mark.slow

@@ -7,39 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import diffusion as diffusion_config
 from jaxrank import decode, features, train
 from jaxrank.data import batching
 from jaxrank.data import notebooks as nb_io
 from jaxrank.models import diffusion
 from tests import helpers
+from tests.tiny import tiny_diffusion_config
 
-
-
-def tiny_diffusion_config(**overrides):
-  """The real diffusion config shrunk: sample notebooks, dim 16, 1 block, 3 steps."""
-  c = diffusion_config.get_config()
-  c.data.data_dir = str(nb_io.sample_data_dir())
-  c.data.max_notebooks = 40
-  c.data.n_folds = 2
-  c.data.buckets = (128, 1024)  # the first 40 sample notebooks all fit 128: one shape
-  c.data.cells_per_batch = 512
-  c.features.word_vocab = 1000
-  c.features.max_terms = 8
-  c.model.embed_dim = 8
-  c.model.hidden_dim = 16
-  c.model.mlp_dim = 16
-  c.model.num_heads = 2
-  c.model.tf_layers = 1
-  c.model.sample_steps = 2
-  c.model.num_samples = 2
-  c.model.self_condition = True  # the fuller path; the loss test covers it off too
-  c.train.steps = 3
-  c.train.log_every = 1
-  c.train.eval_every = 1000
-  c.train.checkpoint_every = 1000
-  c.update_from_flattened_dict(overrides)
-  return c
 
 
 # --- path maths with oracle denoisers ------------------------------------------------

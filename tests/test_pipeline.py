@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments.configs import pretrain as pretrain_config
 from jaxrank import ensemble, store, pretrain
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from tests.conftest import FAST_XLA
+from tests.tiny import tiny_pretrain_config
 from tests.helpers import run_module as _run
 from tests.test_multi_data import split_sample
 
@@ -40,11 +40,7 @@ def workspace(tmp_path_factory):
   """A workspace whose store holds a tiny RoBERTa "rb-tiny" (the test's base encoder)."""
   root = tmp_path_factory.mktemp("pipe")
   ws = store.Workspace(root / "ws").ensure()
-  c = pretrain_config.get_config()
-  c.tokenizer.name, c.tokenizer.vocab_size = "bpe-tiny", 300
-  c.model.save_as, c.model.hidden, c.model.layers, c.model.heads = "rb-tiny", 32, 1, 2
-  c.model.intermediate, c.model.max_len = 64, 32
-  c.train.steps, c.train.batch_size = 1, 4
+  c = tiny_pretrain_config(300, **{"train.steps": 1, "train.batch_size": 4})
   pretrain.pretrain(c, ws, nb_io.load_split(sample_data_dir(), "train")[:10], root / "pre")
   return root, ws.root
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from experiments.configs import pair_finetune as pair_config
-from experiments.configs import pretrain as pretrain_config
 from jaxrank import hf as hf_io
 from jaxrank import loop, pair_finetune, pretrain, store, train
 from jaxrank.data import folds
@@ -22,6 +21,7 @@ from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import roberta
 from tests import helpers
 from tests.conftest import REPO_ROOT, subprocess_env
+from tests.tiny import tiny_pretrain_config
 
 
 def test_mask_tokens_follows_the_80_10_10_rule_and_spares_specials():
@@ -53,13 +53,9 @@ def test_hf_export_round_trips_through_params_from_hf():
 def pretrained(tmp_path_factory):
   root = tmp_path_factory.mktemp("pre")
   ws = store.Workspace(root / "workspace").ensure()
-  c = pretrain_config.get_config()
-  c.tokenizer.name, c.tokenizer.vocab_size = "bpe-tiny", 400
-  c.model.save_as, c.model.hidden, c.model.layers, c.model.heads = "rb-tiny", 32, 1, 2
-  c.model.intermediate, c.model.max_len = 64, 32
-  c.train.steps, c.train.batch_size, c.train.log_every = 6, 8, 1
-  c.train.checkpoint_every = 3
-  c.optim.warmup_steps, c.optim.lr = 1, 3e-3
+  c = tiny_pretrain_config(400, **{"train.steps": 6, "train.batch_size": 8, "train.log_every": 1,
+                                   "train.checkpoint_every": 3, "optim.warmup_steps": 1,
+                                   "optim.lr": 3e-3})
   nbs = nb_io.load_split(sample_data_dir(), "train")[:20]
   out = pretrain.pretrain(c, ws, nbs, root / "run")
   return ws, c, out, root
