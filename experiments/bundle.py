@@ -140,8 +140,8 @@ def main(argv):
                              python=_PYTHON.value,
                              wheels={"deps": _WITH_DEPS.value, "from": _WHEELHOUSE.value or "PyPI",
                                      "glibc": _GLIBC.value, "arch": _ARCH.value})
-    except (bundle.BundleError, FileNotFoundError, ValueError) as e:
-      raise app.UsageError(str(e)) from None
+    except ValueError as e:  # also: no run named, an ensemble that contains itself
+      raise bundle.BundleError(str(e)) from None  # one line (common.run)
     shutil.copyfile(Path(__file__).with_name("predict_bundle.py"), tmp / "predict.py")
     io_utils.atomic_write_text(tmp / "submit.ipynb", json.dumps(notebook(), indent=1) + "\n")
     build_wheels(tmp / bundle.WHEELS)

@@ -143,7 +143,8 @@ EXIT_USER_ERROR = 1
 # Exceptions that mean "fix your input", not "the program is broken": module -> class names.
 _USER_ERRORS = {"jaxrank.data.notebooks": ("DataError",), "jaxrank.lock": ("LockHeld",),
                 "jaxrank.checkpoint": ("CheckpointError",), "jaxrank.store": ("StoreError",),
-                "jaxrank.submission": ("SubmissionError",), "jaxrank.train": ("ConfigChangedError",)}
+                "jaxrank.submission": ("SubmissionError",), "jaxrank.train": ("ConfigChangedError",),
+                "jaxrank.bundle": ("BundleError",)}
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

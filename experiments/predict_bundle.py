@@ -44,10 +44,7 @@ def main(argv):
   folder = Path(_BUNDLE.value) if _BUNDLE.value else here
   if not (folder / bundle.BUNDLE_FILE).is_file() and not _BUNDLE.value:
     raise app.UsageError(f"{here} holds no {bundle.BUNDLE_FILE}: pass --bundle=B")
-  try:
-    manifest = bundle.read(folder)
-  except bundle.BundleError as e:
-    raise app.UsageError(str(e)) from None
+  manifest = bundle.read(folder)  # BundleError: one line (common.run)
   want = (manifest.get("code") or {}).get("source_sha256")
   have = results.code_version()["source_sha256"]
   if want and want != have:
