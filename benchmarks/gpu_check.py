@@ -55,8 +55,8 @@ SIZES = {  # full: ~5 min on one H100; smoke: seconds on a CPU
     "full": {"config": MINILM_CONFIG, "train_batch": 64, "train_length": 64, "train_steps": 30,
              "encode_cells": 65536, "encode_rows": 512, "notebooks": 4000, "ranker_steps": 150,
              "cells_per_batch": 1024, "buckets": (16, 32, 64, 128, 256, 512, 1024, 2048)},
-    "smoke": {"config": SMOKE_CONFIG, "train_batch": 4, "train_length": 16, "train_steps": 2, "encode_cells": 96,
-              "encode_rows": 32, "notebooks": 24, "ranker_steps": 3, "cells_per_batch": 128,
+    "smoke": {"config": SMOKE_CONFIG, "train_batch": 4, "train_length": 16, "train_steps": 1,
+              "encode_cells": 96, "encode_rows": 32, "notebooks": 24, "ranker_steps": 3, "cells_per_batch": 128,
               "buckets": (16, 32, 64, 128)},
 }
 

@@ -27,10 +27,10 @@ sys.meta_path.insert(0, _NotInImage())
 
 def test_gpu_check_smoke_runs_with_the_gpu_images_packages_only(tmp_path):
   (tmp_path / "sitecustomize.py").write_text(_BLOCKER)
-  env = subprocess_env(devices=None, PYTHON=sys.executable)
+  env = subprocess_env(devices=None, PYTHON=sys.executable, GPU_CHECK_TIMEOUT="900")
   env["PYTHONPATH"] = str(tmp_path)  # the script prepends the repo itself
   p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--smoke"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=600)
+                     capture_output=True, text=True, timeout=1000)
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
   lines = p.stdout.strip().splitlines()
   checks = {d["check"]: d for d in (json.loads(l) for l in lines if l.startswith("{"))}

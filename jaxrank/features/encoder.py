@@ -32,7 +32,6 @@ from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
 from jaxrank.models import roberta
-from jaxrank.text import bow
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +267,7 @@ def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.
     u = unit[rows][perm]
     out = {"sim": (u @ u.T).astype(np.float16)}
     if f.lexical_sim:
+      from jaxrank.text import bow  # pylint: disable=g-import-not-at-top  # scikit-learn: only here
       out["sim_lex"] = bow.lexical_sim([nb.sources[i] for i in perm]).astype(np.float16)
     return out
 
