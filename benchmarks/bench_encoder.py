@@ -257,13 +257,13 @@ TORCH_ENCODE_WORKER = textwrap.dedent(r"""
 """)
 
 
-def corpus_texts(data_dir: str, n_cells: int, seed: int = 0) -> list[str]:
+def corpus_texts(data_dir: str, n_cells: int, seed: int = 0, cache_dir=None) -> list[str]:
   """`n_cells` distinct cell texts (as the encoder sees them) drawn at random from a
   competition folder's train split (default: the embedded sample)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxrank.data import notebooks as nb_io  # pylint: disable=g-import-not-at-top
   from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
-  nbs = nb_io.load_split(data_dir or nb_io.sample_data_dir(), "train")
+  nbs = nb_io.load_split(data_dir or nb_io.sample_data_dir(), "train", cache_dir=cache_dir)
   texts = list(dict.fromkeys(sw.clean_text(s, 2000) for nb in nbs for s in nb.sources))
   return [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))[:n_cells]]
 
@@ -472,8 +472,10 @@ def main(argv):
           max(rate["ours_float32"], rate["ours_bfloat16"])
           / max(rate["torch_float32"], rate["torch_bfloat16"]))
   if n_cells:
-    res["encoding"] = bench_encoding(_WORKSPACE.value, corpus_texts(_DATA.value, n_cells),
-                                     torch_py, threads)
+    from jaxrank import store  # pylint: disable=g-import-not-at-top
+    texts = corpus_texts(_DATA.value, n_cells,
+                         cache_dir=store.Workspace(_WORKSPACE.value).notebook_cache_dir)
+    res["encoding"] = bench_encoding(_WORKSPACE.value, texts, torch_py, threads)
   if _DATA.value and not _QUICK.value:
     res["prediction"] = bench_prediction(_WORKSPACE.value, _DATA.value, _RUN.value,
                                          _PRED_CELLS.value)
