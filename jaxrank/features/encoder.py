@@ -4,7 +4,8 @@ Per cell `vec` [n_cells, D] (float16), mean-pooled over at most `max_tokens`
 tokens, plus the cell-cell cosine `sim` [n, n] and, with `lexical_sim`,
 `sim_lex` [n, n], the cosine of per-notebook word TF-IDF vectors
 (`jaxrank.text.bow.lexical_sim`). Vectors are **cached on disk** under
-`cache_dir/<model>/L<max_tokens>/` keyed by sha1(model, max_tokens, text), in
+`cache_dir/<model>/L<max_tokens>/` (`L<max_tokens>-bfloat16/` for bfloat16
+compute, `encode_dtype`) keyed by sha1(model, max_tokens, text), in
 append-only shards (each written atomically), so the ~76k cells of the corpus
 are encoded once and reused by every later run, fold and process; a killed
 encoding job keeps the shards it finished. The encoder is read from the store
@@ -13,6 +14,7 @@ named in the config (workspace passed in, never read from the environment).
 
 from __future__ import annotations
 
+from concurrent import futures
 import dataclasses
 import hashlib
 import io
@@ -30,7 +32,6 @@ from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
 from jaxrank.models import roberta
-from jaxrank.text import bow
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,30 @@ class VectorCache:
       self._map[k] = v
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def bucket_width(n_tokens: int, max_tokens: int) -> int:
+  """The padded length of a batch whose longest row has `n_tokens` tokens: a
+  multiple of 8 (at least 8, at most `max_tokens`), so XLA compiles at most
+  max_tokens / 8 shapes."""
+  return min(max_tokens, max(8, -(-n_tokens // 8) * 8))
+
+
 def make_encode_fn(cfg_enc, params, batch_rows: int = 64) -> Callable[[np.ndarray], np.ndarray]:
-  """Jitted ids [B, L] -> mean-pooled vectors [B, H] float32 (B a multiple of batch_rows)."""
+  """Jitted ids [B, L] -> mean-pooled vectors [B, H] float32 (any B; run in
+  batches of `batch_rows`, the last one padded, so one shape per length L).
+
+  Every batch is dispatched before the first result is read, so the host
+  prepares the next batch while XLA runs the current one. With `cfg_enc.dtype`
+  bfloat16 the weight matrices are cast once here, not on every call.
+  """
   model = roberta.Encoder(cfg_enc)
   pad = cfg_enc.pad_token_id
+  if jnp.dtype(cfg_enc.dtype) != jnp.float32:
+    params = jax.tree_util.tree_map_with_path(  # the dense kernels; embeddings stay float32
+        lambda path, x: x.astype(cfg_enc.dtype) if path[-1].key == "kernel" else x, params)
+  params = jax.device_put(params)
 
   @jax.jit
   def fwd(p, ids_BxL):
@@ -97,10 +118,36 @@ def make_encode_fn(cfg_enc, params, batch_rows: int = 64) -> Callable[[np.ndarra
       n = len(chunk)
       if n < batch_rows:  # one compiled shape per length
         chunk = np.concatenate([chunk, np.full((batch_rows - n, chunk.shape[1]), pad, chunk.dtype)])
-      out.append(np.asarray(fwd(params, chunk))[:n])
-    return np.concatenate(out) if out else np.zeros((0, cfg_enc.hidden_size), np.float32)
+      out.append((fwd(params, chunk), n))
+    if not out:
+      return np.zeros((0, cfg_enc.hidden_size), np.float32)
+    return np.concatenate([np.asarray(v)[:n] for v, n in out])
 
   return encode
+
+
+def encode_bucketed(encode: Callable[[np.ndarray], np.ndarray], ids: np.ndarray, pad_id: int,
+                    batch_rows: int) -> np.ndarray:
+  """Vectors [n, H] of token ids [n, max_tokens] in their given order, encoded in
+  batches of rows of similar token length (sorted here), each batch cut to its
+  `bucket_width`: short cells are not padded to the longest."""
+  n_tok = (ids != pad_id).sum(1)
+  order = np.argsort(n_tok, kind="stable")
+  widths = [bucket_width(int(n_tok[order[s:s + batch_rows]].max()), ids.shape[1])
+            for s in range(0, len(order), batch_rows)]
+  out = np.empty((len(ids), 0), np.float32)
+  b = 0
+  while b < len(widths):  # consecutive batches of one width: one call, dispatched together
+    e = b
+    while e < len(widths) and widths[e] == widths[b]:
+      e += 1
+    rows = order[b * batch_rows:e * batch_rows]
+    vecs = encode(ids[rows, :widths[b]])
+    if not out.shape[1]:
+      out = np.empty((len(ids), vecs.shape[1]), np.float32)
+    out[rows] = vecs
+    b = e
+  return out
 
 
 @dataclasses.dataclass
@@ -115,8 +162,15 @@ class EncoderFeaturizer:
   batch_rows: int = 64
   dim: int = 0
   lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
+  # Compute dtype of the encoder ("float32", or "bfloat16": its own cache folder).
+  dtype: str = "float32"
   _state: Any = dataclasses.field(default=None, repr=False, compare=False)
   _cache: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  def __post_init__(self):
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"encoder features: dtype must be one of {COMPUTE_DTYPES}, "
+                       f"got {self.dtype!r}")
 
   @property
   def vocab_size(self) -> int:
@@ -124,18 +178,20 @@ class EncoderFeaturizer:
 
   @property
   def cache_folder(self) -> Path:
-    return Path(self.cache_dir) / self.encoder / f"L{self.max_tokens}"
+    suffix = "" if self.dtype == "float32" else f"-{self.dtype}"  # float32: the original folder
+    return Path(self.cache_dir) / self.encoder / f"L{self.max_tokens}{suffix}"
 
   def to_json(self) -> dict[str, Any]:
     return {"workspace": self.workspace, "encoder": self.encoder, "cache_dir": self.cache_dir,
             "max_tokens": self.max_tokens, "max_chars": self.max_chars,
-            "batch_rows": self.batch_rows, "dim": self.dim, "lexical_sim": self.lexical_sim}
+            "batch_rows": self.batch_rows, "dim": self.dim, "lexical_sim": self.lexical_sim,
+            "dtype": self.dtype}
 
   def _model(self):
     if self._state is None:
       cfg, params, tok = store.load_encoder(store.Workspace(self.workspace), self.encoder,
                                             check_hashes=False)
-      cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
+      cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0, dtype=self.dtype)
       self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows))
     return self._state
 
@@ -149,7 +205,12 @@ class EncoderFeaturizer:
     return self._cache
 
   def vectors(self, texts: Sequence[str], *, save_every: int = 2048) -> np.ndarray:
-    """[len(texts), D] float16 vectors; encodes (and caches) only texts not cached yet."""
+    """[len(texts), D] float16 vectors; encodes (and caches) only texts not cached yet.
+
+    Each distinct missing text is encoded once, in chunks of ~`save_every`
+    (each chunk one cache shard): texts sorted by characters, each chunk's
+    token ids made by a second thread while the previous chunk encodes, and
+    batched by token length (`encode_bucketed`)."""
     cache = self.cache()
     keys = [text_key(self.encoder, self.max_tokens, clean_text(t, self.max_chars)) for t in texts]
     missing: dict[bytes, str] = {}
@@ -161,21 +222,23 @@ class EncoderFeaturizer:
       if not self.dim:
         self.dim = cfg.hidden_size
       mk, mt = list(missing), list(missing.values())
-      # Sort by length so each batch pads to little more than its longest text.
-      lens = np.array([len(t) for t in mt])
-      order = np.argsort(lens, kind="stable")
+      order = np.argsort([len(t) for t in mt], kind="stable")
+      step = -(-save_every // self.batch_rows) * self.batch_rows  # whole batches per chunk
+      chunks = [order[s:s + step] for s in range(0, len(order), step)]
+
+      def token_ids(idx):
+        return tokenize(tok, [mt[i] for i in idx], self.max_tokens, self.max_chars)
+
       prog = progress.Progress(len(order), f"encoded with {self.encoder}", "cells", logger=log)
-      for s in range(0, len(order), save_every):
-        idx = order[s:s + save_every]
-        ids = tokenize(tok, [mt[i] for i in idx], self.max_tokens, self.max_chars)
-        vecs = []
-        for b in range(0, len(idx), self.batch_rows):
-          part = ids[b:b + self.batch_rows]
-          width = int((part != tok.pad_token_id).sum(1).max())
-          width = min(self.max_tokens, max(8, -(-width // 8) * 8))  # few compiled shapes
-          vecs.append(encode(part[:, :width]))
-        cache.add([mk[i] for i in idx], np.concatenate(vecs))
-        prog.update(len(idx))
+      with futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
+        pending = pool.submit(token_ids, chunks[0])
+        for c, idx in enumerate(chunks):
+          ids = pending.result()
+          if c + 1 < len(chunks):
+            pending = pool.submit(token_ids, chunks[c + 1])
+          cache.add([mk[i] for i in idx],
+                    encode_bucketed(encode, ids, tok.pad_token_id, self.batch_rows))
+          prog.update(len(idx))
     out = np.stack([cache.get(k) for k in keys]) if keys else np.zeros((0, self.dim), np.float16)
     if not self.dim and len(out):
       self.dim = out.shape[1]
@@ -189,7 +252,8 @@ def from_config(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
   cache_dir = cfg.get("cache_dir") or str(ws.encoder_cache_dir)
   return EncoderFeaturizer(str(ws.root), cfg["encoder"], cache_dir, int(cfg.get("max_tokens", 64)),
                            int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)),
-                           lexical_sim=bool(cfg.get("lexical_sim", False)))
+                           lexical_sim=bool(cfg.get("lexical_sim", False)),
+                           dtype=str(cfg.get("encode_dtype", "float32")))
 
 
 def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
@@ -203,6 +267,7 @@ def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.
     u = unit[rows][perm]
     out = {"sim": (u @ u.T).astype(np.float16)}
     if f.lexical_sim:
+      from jaxrank.text import bow  # pylint: disable=g-import-not-at-top  # scikit-learn: only here
       out["sim_lex"] = bow.lexical_sim([nb.sources[i] for i in perm]).astype(np.float16)
     return out
 
