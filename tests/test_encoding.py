@@ -20,7 +20,7 @@ from jaxrank import store
 from jaxrank.data import notebooks as nb_io
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
-from tests.test_roberta import MINILM_DIST, make_roberta_tokenizer, make_tiny_bert_folder
+from tests.test_roberta import MINILM_DIST, make_roberta_tokenizer, tiny_store_workspace
 
 
 def _sample_texts(n: int = 1500) -> list[str]:
@@ -82,9 +82,7 @@ def test_bucket_widths_are_few_and_cover_the_longest_row():
 @pytest.fixture(scope="module")
 def tiny_ws(tmp_path_factory) -> store.Workspace:
   root = tmp_path_factory.mktemp("tiny")
-  ws = store.Workspace(root / "workspace").ensure()
-  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
-  return ws
+  return tiny_store_workspace(root)
 
 
 def test_vectors_equal_the_previous_loop_and_read_its_cache(tiny_ws, tmp_path):

@@ -27,15 +27,13 @@ from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
 from tests import helpers
 from tests.conftest import subprocess_env
-from tests.test_roberta import make_tiny_bert_folder
+from tests.test_roberta import tiny_store_workspace
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> store.Workspace:
   root = tmp_path_factory.mktemp("ws")
-  ws = store.Workspace(root / "workspace").ensure()
-  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
-  return ws
+  return tiny_store_workspace(root)
 
 
 def _set(c, overrides):

@@ -201,6 +201,13 @@ def make_tiny_roberta_folder(out_dir: Path, texts: list[str]) -> Path:
   return out_dir
 
 
+def tiny_store_workspace(root: Path) -> store.Workspace:
+  """ROOT/workspace with the tiny BERT (seed 0) imported into its store as 'tiny'."""
+  ws = store.Workspace(root / "workspace").ensure()
+  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
+  return ws
+
+
 # ----------------------------------------------------------------------------------------
 # Config and conversion.
 # ----------------------------------------------------------------------------------------
