@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   # repositories.
   c.model.key_mlp = True  # key: linear in the cell vector + MLP of the transformer state
   # On nbcorpus + nbcorpus2 (5x the training repositories) the bilinear term
-  # wins instead: +0.010 / +0.012 on two Kaggle-kernel folds; the recommended
+  # wins instead: +0.009 to +0.012 on three Kaggle-kernel folds; the recommended
   # recipe (experiments/recipes/best.sh) turns it on.
   c.model.use_bilinear = False  # learned <query(h_m), key(gap)> gap term
   c.model.use_similarity = True  # cosine pair features (encoder vectors)

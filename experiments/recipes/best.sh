@@ -43,7 +43,7 @@ stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
   --encoder="$encoder" "${encode_quick[@]}"
 
 # Members: the cells ranker with its learned bilinear gap term (on the combined
-# corpora it wins on both Kaggle-kernel folds, +0.010 and +0.012 tau, where on
+# corpora it wins on three Kaggle-kernel folds, +0.009 to +0.012 tau, where on
 # nbcorpus alone it memorised the 10 training repositories), 3 epochs (with the
 # bilinear term 0.7997 against 0.7971 for 2; without it tau is flat from epoch 2
 # to 5). README, "On the combined corpora".
