@@ -2,7 +2,7 @@
 
 `jaxrank.features.subword.tokenize` must give exactly the ids of the tokenizer
 reading whole texts, and `EncoderFeaturizer.vectors` the vectors of the loop it
-replaced (`benchmarks.bench_encoder.legacy_vectors`), so caches written before
+replaced (`benchmarks.encode_reference.legacy_vectors`), so caches written before
 stay valid. Real tokenizers (MiniLM's WordPiece when its package is installed, a
 byte-level BPE trained here) on the embedded sample; a tiny random BERT for the
 vectors, plus real MiniLM on a few hundred sample cells.
@@ -15,7 +15,7 @@ import importlib.metadata
 import numpy as np
 import pytest
 
-from benchmarks import bench_encoder
+from benchmarks import encode_reference
 from jaxrank import store
 from jaxrank.data import notebooks as nb_io
 from jaxrank.features import encoder as ef
@@ -61,15 +61,15 @@ def test_head_first_tokenize_equals_tokenizing_whole_texts(tokenizers_under_test
     pytest.skip(f"{MINILM_DIST} is not installed")
   tok = tokenizers_under_test[name]
   got = sw.tokenize(tok, texts, max_tokens, 2000)
-  want = bench_encoder.legacy_tokenize(tok, texts, max_tokens, 2000)
+  want = encode_reference.legacy_tokenize(tok, texts, max_tokens, 2000)
   np.testing.assert_array_equal(got, want)
   # The heads did the work for most long texts (else the speed-up is gone).
   head = sw.head_chars(max_tokens)[-1]
   long_texts = [t for t in texts if len(t) > head]
   assert long_texts
-  backend = sw._truncating_backend(tok, max_tokens)  # pylint: disable=protected-access
+  backend = sw._truncating_backend(tok, max_tokens)
   encs = backend.encode_batch([t[:head] for t in long_texts])
-  assert np.mean([sw._head_suffices(e) for e in encs]) > 0.8  # pylint: disable=protected-access
+  assert np.mean([sw._head_suffices(e) for e in encs]) > 0.8
 
 
 def test_bucket_widths_are_few_and_cover_the_longest_row():
@@ -89,10 +89,10 @@ def test_vectors_equal_the_previous_loop_and_read_its_cache(tiny_ws, tmp_path):
   texts = _sample_texts()
   f = ef.EncoderFeaturizer(str(tiny_ws.root), "tiny", str(tmp_path / "new"), 16, 2000, 64)
   got = f.vectors(texts, save_every=1000)
-  cfg, tok, encode = f._model()  # pylint: disable=protected-access
+  cfg, tok, encode = f._model()
   clean = [sw.clean_text(t, 2000) for t in texts]
   order = np.argsort([len(t) for t in clean], kind="stable")
-  legacy = bench_encoder.legacy_vectors(tok, encode, clean, 16, 2000, 64)
+  legacy = encode_reference.legacy_vectors(tok, encode, clean, 16, 2000, 64)
   want = np.empty_like(legacy)
   want[order] = legacy
   # float32 outputs agree to rounding; the float16 cache differs at most by one float16 step.
@@ -109,7 +109,7 @@ def test_vectors_equal_the_previous_loop_and_read_its_cache(tiny_ws, tmp_path):
   shards = sorted(f_old.cache_folder.glob("shard-*.npz"))
   np.testing.assert_array_equal(f_old.vectors(texts), want.astype(np.float16))
   assert sorted(f_old.cache_folder.glob("shard-*.npz")) == shards
-  assert f_old._state is None  # pylint: disable=protected-access  # the model was never loaded
+  assert f_old._state is None  # the model was never loaded
 
 
 def test_duplicate_cells_are_encoded_once(tiny_ws, tmp_path):
@@ -152,15 +152,15 @@ def test_minilm_bucketed_float32_matches_the_previous_loop_and_bf16_agrees(minil
   # 96 cells at 32 tokens (4 compiled widths per dtype): the numerics at real scale, quickly.
   texts = [sw.clean_text(t, 2000) for t in _sample_texts()[:96]]
   f = ef.EncoderFeaturizer(str(minilm_ws.root), "minilm-l6", "unused", 32, 2000, 32)
-  _, tok, encode = f._model()  # pylint: disable=protected-access
+  _, tok, encode = f._model()
   order = np.argsort([len(t) for t in texts], kind="stable")
   want = np.empty((len(texts), 384), np.float32)
-  want[order] = bench_encoder.legacy_vectors(tok, encode, texts, 32, 2000, 32)
+  want[order] = encode_reference.legacy_vectors(tok, encode, texts, 32, 2000, 32)
   ids = sw.tokenize(tok, texts, 32, 2000)
   got = ef.encode_bucketed(encode, ids, tok.pad_token_id, 32)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
   fb = ef.EncoderFeaturizer(str(minilm_ws.root), "minilm-l6", "unused", 32, 2000, 32,
                             dtype="bfloat16")
-  _, _, encode_bf16 = fb._model()  # pylint: disable=protected-access
-  cos = bench_encoder._cosines(ef.encode_bucketed(encode_bf16, ids, tok.pad_token_id, 32), got)  # pylint: disable=protected-access
+  _, _, encode_bf16 = fb._model()
+  cos = encode_reference.cosines(ef.encode_bucketed(encode_bf16, ids, tok.pad_token_id, 32), got)
   assert cos["mean"] > 0.995 and cos["min"] > 0.98, cos
