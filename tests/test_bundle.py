@@ -31,7 +31,7 @@ from jaxrank import bundle, ensemble, results, store, train
 from jaxrank.data.notebooks import sample_data_dir
 from tests.conftest import subprocess_env
 from tests.test_rankers import tiny_cells_config
-from tests.test_roberta import make_tiny_bert_folder
+from tests.test_roberta import tiny_store_workspace
 from tests.tiny import tiny_bow_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 def trained(tmp_path_factory):
   """WS/runs/{bow,cells} and the ensemble run WS/runs/ens; the reference submission."""
   root = tmp_path_factory.mktemp("bundle")
-  ws = store.Workspace(root / "ws").ensure()
-  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
+  ws = tiny_store_workspace(root)
   train.train_and_evaluate(tiny_bow_config(), ws.runs_dir / "bow")
   cells = tiny_cells_config(ws, **{"train.steps": 2, "data.buckets": (128, 1024)})
   train.train_and_evaluate(cells, ws.runs_dir / "cells")
