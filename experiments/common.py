@@ -83,6 +83,7 @@ def setup_jax() -> None:
   """Offline, and `jax.distributed` when SLURM (or the user) starts several processes."""
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(_OneLineExceptions())
   # "Unable to initialize backend 'tpu'/IFRT proxy ..." INFO lines at every start.
   std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
   import jax
@@ -266,19 +267,55 @@ def _excepthook(exc_type, exc, tb):
   sys.__excepthook__(exc_type, exc, tb)
 
 
+def _first_line(e: BaseException) -> str:
+  return (_one_line(e).splitlines() or [""])[0][:300]
+
+
 def _unraisablehook(unraisable):
   """Drops "Event loop is closed" from TensorStore callbacks that finish after
-  Orbax gave up on a damaged checkpoint (dozens of tracebacks, all harmless)."""
-  e = unraisable.exc_value
-  if isinstance(e, RuntimeError) and str(e) == "Event loop is closed" and not _want_traceback():
+  Orbax gave up on a damaged checkpoint (dozens of tracebacks, all harmless);
+  any other exception nobody could catch is one warning line."""
+  if _want_traceback():
+    sys.__unraisablehook__(unraisable)
     return
-  sys.__unraisablehook__(unraisable)
+  e = unraisable.exc_value
+  if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+    return
+  print(f"warning: ignored {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
+
+
+def _threading_excepthook(args):
+  """An exception that ends a library's background thread (Orbax, TensorStore
+  readers) is one warning line; the main thread reports what failed."""
+  if _want_traceback() or args.exc_type is SystemExit:
+    threading.__excepthook__(args)
+    return
+  name = args.thread.name if args.thread else "?"
+  print(f"warning: thread {name}: {args.exc_type.__name__}: {_first_line(args.exc_value)}",
+        file=sys.stderr)
+
+
+class _OneLineExceptions(std_logging.Filter):
+  """Log records that carry an exception (asyncio's "Task exception was never
+  retrieved", Orbax's failed reader threads) lose the traceback and keep its
+  first line, unless the traceback was asked for."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[1] is not None and not _want_traceback():
+      e = record.exc_info[1]
+      first = (record.getMessage().splitlines() or [""])[0]
+      record.msg = f"{first} ({type(e).__name__}: {_first_line(e)})"
+      record.args = None
+      record.exc_info = record.exc_text = None
+    return True
 
 
 if sys.excepthook is sys.__excepthook__:
   sys.excepthook = _excepthook
 if sys.unraisablehook is sys.__unraisablehook__:
   sys.unraisablehook = _unraisablehook
+if threading.excepthook is threading.__excepthook__:
+  threading.excepthook = _threading_excepthook
 
 
 # --- one trainer per run folder ---------------------------------------------------------

@@ -102,3 +102,49 @@ def test_a_gpu_job_without_a_gpu_stops_in_one_line(tmp_path):
   assert "Traceback" not in p.stderr
   assert "devices: cpu:cpu" in p.stderr  # the devices it saw are logged first
   assert "Unable to initialize backend" not in p.stderr  # xla_bridge's INFO lines are gone
+
+
+_BACKGROUND_FAILURES = """
+import asyncio, gc, logging, threading
+from experiments import common
+
+class Leaky:
+  def __del__(self):
+    raise OSError("read past the end of a damaged file")
+
+def main(argv):
+  common.setup_jax()
+  t = threading.Thread(target=lambda: 1 / 0, name="reader"); t.start(); t.join()
+  try:
+    raise ValueError("first line\\nsecond line")
+  except ValueError:
+    logging.getLogger("somelib").exception("a library gave up")
+  async def fails():
+    raise RuntimeError("task failed")
+  async def leave_it():
+    asyncio.ensure_future(fails()); await asyncio.sleep(0.01)
+  asyncio.run(leave_it()); gc.collect()
+  Leaky(); gc.collect()
+  raise FileNotFoundError("the real error")
+
+common.run(main)
+"""
+
+
+def test_background_failures_are_one_line_each_and_tracebacks_on_demand():
+  """Exceptions the main thread cannot catch (a library's reader thread, a logged
+  exception, an asyncio task nobody awaited, an error in __del__) are one line
+  each, so a damaged checkpoint's one `error:` line is not buried in tracebacks."""
+  env = subprocess_env(None)
+  env.pop("JAXRANK_TRACEBACK", None)
+  p = subprocess.run([sys.executable, "-c", _BACKGROUND_FAILURES], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+  assert "warning: thread reader: ZeroDivisionError: division by zero" in p.stderr
+  assert "a library gave up (ValueError: first line)" in p.stderr
+  assert "task failed" in p.stderr and "OSError: read past the end" in p.stderr
+  assert p.stderr.splitlines()[-2] == "error: the real error"
+  env["JAXRANK_TRACEBACK"] = "1"
+  p = subprocess.run([sys.executable, "-c", _BACKGROUND_FAILURES], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.stderr.count("Traceback") >= 4, p.stderr[-3000:]
