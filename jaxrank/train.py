@@ -343,6 +343,21 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
   return out
 
 
+def _new_model_key_at_default(key: str, old: Any, new: Any, config_json: Mapping[str, Any]
+                              ) -> bool:
+  """Whether `key` is a `model.*` field the run's config.json predates, set to the
+  model dataclass's default: code that added a field keeps the old behaviour at
+  its default, so a run started before it resumes."""
+  model = config_json.get("model", {})
+  if old != "<absent>" or not key.startswith("model.") or model.get("name") not in MODELS:
+    return False
+  mod_name, cls_name = MODELS[model["name"]]
+  fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(mod_name),
+                                                          cls_name))}
+  f = fields.get(key[len("model."):])
+  return f is not None and f.default is not dataclasses.MISSING and f.default == new
+
+
 def _check_resume_config(rec: results.RunRecorder, config_json: dict, ws: store.Workspace,
                          allow_change: bool) -> None:
   """Refuses (ConfigChangedError) to resume with a different config unless allowed;
@@ -354,7 +369,8 @@ def _check_resume_config(rec: results.RunRecorder, config_json: dict, ws: store.
     old = ws.portable(ws.resolve(results.load_json_object(path)))
   except ValueError:
     return  # a damaged config.json: the run's own files say what it was (results' problems)
-  changes = config_changes(old, config_json)
+  changes = [c for c in config_changes(old, config_json) if not _new_model_key_at_default(*c,
+                                                                                     config_json)]
   if not changes:
     return
   listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)

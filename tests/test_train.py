@@ -63,3 +63,20 @@ def test_run_folder_and_predictor_round_trip(tmp_path):
   _, val = train.split_data(nbs, config.data)
   table, _ = train.evaluate_predictions(val, predictor.predict(val))
   assert table["kendall_tau"] == pytest.approx(out["val"]["kendall_tau"], abs=1e-9)
+
+
+def test_resume_accepts_a_model_field_added_since_at_its_default_only(tmp_path):
+  """A run whose config.json predates a model field (older code) resumes when the
+  field is at the model dataclass's default, and is refused when it is not."""
+  train.train_and_evaluate(tiny_bow_config(**{"train.steps": 1}), tmp_path)
+  cfg_file = tmp_path / "config.json"
+  old = json.loads(cfg_file.read_text())
+  del old["model"]["use_bilinear"]  # as written before the field existed (default False)
+  cfg_file.write_text(json.dumps(old))
+  with pytest.raises(train.ConfigChangedError, match="model.use_bilinear: '<absent>' -> True"):
+    train.train_and_evaluate(tiny_bow_config(**{"train.steps": 1, "model.use_bilinear": True}),
+                             tmp_path)
+  cfg_file.write_text(json.dumps(old))
+  out = train.train_and_evaluate(tiny_bow_config(**{"train.steps": 1}), tmp_path)
+  assert out["status"] == "done"
+  assert json.loads(cfg_file.read_text())["model"]["use_bilinear"] is False  # written in full
