@@ -21,7 +21,7 @@ from experiments.configs import roberta_cells, roberta_pointwise
 from jaxrank import features, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
-from jaxrank.models import pairs, rankers, roberta
+from jaxrank.models import layers, pairs, rankers, roberta
 from jaxrank.text import bow
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
@@ -321,3 +321,32 @@ def test_a_copied_workspace_predicts_without_the_original(ws, tmp_path):
   assert [m["name"] for m in store.list_models(c)] == ["tiny"]  # the model the run names
   assert not (c.run_dir("cells") / "checkpoints").exists()  # only the best one travels
   assert train.load_predictor(c.run_dir("cells"), workspace=c)[0].predict(test_nbs) == want
+
+
+def test_gap_loss_size_power_weighs_markdown_cells_by_notebook_length():
+  """size_power=0 is the plain mean over markdown cells; p > 0 weighs each one
+  ((n_code + 1) / SIZE_UNIT)^p, over the same count (not renormalised per batch)."""
+  rng = np.random.default_rng(0)
+  B, C, G = 2, 6, 5
+  batch = {"cell_mask": jnp.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], bool),
+           "is_code": jnp.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]], bool),
+           "n_code": jnp.array([2, 4]),
+           "target_key": jnp.asarray(rng.uniform(size=(B, C)), jnp.float32),
+           "target_gap": jnp.array([[-1, -1, 0, 2, 1, -1], [-1, -1, -1, -1, 3, 4]])}
+  out = {"key": jnp.asarray(rng.uniform(size=(B, C)), jnp.float32),
+         "gap_logits": jnp.asarray(rng.normal(size=(B, C, G)), jnp.float32)}
+  kw = dict(key_weight=1.0, gap_weight=0.0, emd_weight=0.0)
+  l1 = np.abs(np.asarray(out["key"]) - np.asarray(batch["target_key"]))
+  md = [(0, 2), (0, 3), (0, 4), (1, 4), (1, 5)]
+  plain, aux = layers.gap_loss(out, batch, **kw)
+  np.testing.assert_allclose(plain, np.mean([l1[r, c] for r, c in md]), rtol=1e-6)
+  w = {0: (3 / layers.SIZE_UNIT), 1: (5 / layers.SIZE_UNIT)}
+  weighted, aux_w = layers.gap_loss(out, batch, size_power=1.0, **kw)
+  np.testing.assert_allclose(weighted, sum(w[r] * l1[r, c] for r, c in md) / 5, rtol=1e-6)
+  assert aux_w["n_markdown"] == aux["n_markdown"] == 5
+  # All three terms are weighted; the accuracy is not.
+  full = dict(key_weight=1.0, gap_weight=1.0, emd_weight=1.0)
+  a0 = layers.gap_loss(out, batch, **full)[1]
+  a2 = layers.gap_loss(out, batch, size_power=2.0, **full)[1]
+  assert a0["gap_acc"] == a2["gap_acc"]
+  assert all(a2[k] < a0[k] for k in ("key_l1", "gap_nll", "gap_emd"))  # weights < 1 here

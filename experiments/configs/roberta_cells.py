@@ -62,6 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.gap_loss_weight = 1.0
   c.model.key_loss_weight = 1.0
   c.model.emd_loss_weight = 1.0  # expected gap distance (BOW-MLP loss term)
+  c.model.loss_size_power = 0.0  # markdown cell weight ((n_code + 1) / 16)^p
   c.model.decode = "gap"  # or "pointwise"
   c.model.crowding = 2.0  # joint gap assignment (decode.crowded_gaps); 0 = medians
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)

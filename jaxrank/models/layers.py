@@ -161,23 +161,36 @@ def key_l1(key_BxC: Array, batch: Mapping[str, Array]) -> Array:
   return (jnp.abs(key_BxC - batch["target_key"]) * md).sum() / jnp.maximum(md.sum(), 1.0)
 
 
+SIZE_UNIT = 16.0  # gap_loss's size weighting: code cells of a typical notebook
+
+
 def gap_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array], *, key_weight: float,
-             gap_weight: float, emd_weight: float) -> tuple[Array, dict[str, Array]]:
-  """Mean over markdown cells of L1(key), CE(gap) and the expected misplacement; padding ignored."""
+             gap_weight: float, emd_weight: float, size_power: float = 0.0,
+             ) -> tuple[Array, dict[str, Array]]:
+  """Mean over markdown cells of L1(key), CE(gap) and the expected misplacement; padding ignored.
+
+  With `size_power` p > 0, a markdown cell of a notebook with n_code code cells
+  weighs ((n_code + 1) / SIZE_UNIT)^p: the pooled Kendall tau counts a misplaced
+  markdown cell once per code cell it jumps, so long notebooks weigh more (p = 1
+  makes the expected-misplacement term count code cells, not fractions). A fixed
+  unit, not a per-batch mean: batches are bucketed by length, so normalising per
+  batch would cancel the weighting.
+  """
   md = markdown_mask(batch)
   n_md = jnp.maximum(md.sum(), 1.0)
+  w = md * ((batch["n_code"][:, None] + 1.0) / SIZE_UNIT) ** size_power if size_power else md
   l1 = jnp.abs(outputs["key"] - batch["target_key"])
-  key_loss = (l1 * md).sum() / n_md
+  key_loss = (l1 * w).sum() / n_md
   logp = jax.nn.log_softmax(outputs["gap_logits"], -1)
   tgt = jnp.maximum(batch["target_gap"], 0)
   nll = -jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0]
-  gap_nll = (nll * md).sum() / n_md
+  gap_nll = (nll * w).sum() / n_md
   gap_acc = ((outputs["gap_logits"].argmax(-1) == batch["target_gap"]) * md).sum() / n_md
   # Expected fraction of code cells on the wrong side of the markdown cell:
   # E_p |g - g*| / (n_code + 1), what the median decoding minimises.
   g = jnp.arange(logp.shape[-1])
   dist = jnp.abs(g[None, None, :] - tgt[..., None]) / (batch["n_code"][:, None, None] + 1.0)
-  emd_loss = ((jnp.exp(logp) * dist).sum(-1) * md).sum() / n_md
+  emd_loss = ((jnp.exp(logp) * dist).sum(-1) * w).sum() / n_md
   loss = key_weight * key_loss + gap_weight * gap_nll + emd_weight * emd_loss
   return loss, {"loss": loss, "key_l1": key_loss, "gap_nll": gap_nll, "gap_emd": emd_loss,
                 "gap_acc": gap_acc, "n_markdown": md.sum()}

@@ -97,6 +97,9 @@ class CellsConfig(EncoderFields):
   gap_loss_weight: float = 1.0
   key_loss_weight: float = 1.0
   emd_loss_weight: float = 1.0  # expected |gap - true gap| term of the BOW-MLP loss
+  # Weight of a markdown cell ((n_code + 1) / 16)^p (layers.gap_loss): long notebooks
+  # weigh more, as in the pooled Kendall tau.
+  loss_size_power: float = 0.0
   decode: str = "gap"  # or "pointwise"
   # Decode-time price (in misplaced code cells) of each further markdown cell
   # sharing a gap: `decode.crowded_gaps`. 0 = independent medians.
@@ -328,7 +331,8 @@ def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array], config
             ) -> tuple[Array, dict[str, Array]]:
   if isinstance(config, CellsConfig):
     return layers.gap_loss(outputs, batch, key_weight=config.key_loss_weight,
-                           gap_weight=config.gap_loss_weight, emd_weight=config.emd_loss_weight)
+                           gap_weight=config.gap_loss_weight, emd_weight=config.emd_loss_weight,
+                           size_power=config.loss_size_power)
   key_loss = layers.key_l1(outputs["key"], batch)
   return key_loss, {"loss": key_loss, "key_l1": key_loss,
                     "n_markdown": layers.markdown_mask(batch).sum()}
