@@ -350,3 +350,25 @@ def test_gap_loss_size_power_weighs_markdown_cells_by_notebook_length():
   a2 = layers.gap_loss(out, batch, size_power=2.0, **full)[1]
   assert a0["gap_acc"] == a2["gap_acc"]
   assert all(a2[k] < a0[k] for k in ("key_l1", "gap_nll", "gap_emd"))  # weights < 1 here
+
+
+def test_bench_predict_encodes_into_an_empty_cache_and_extrapolates(ws):
+  """benchmarks.bench_predict on a cells run: its cold pass encodes every cell into
+  a temporary cache (the run's own cache is not touched) and its last line is the
+  Kaggle extrapolation."""
+  run = ws.runs_dir / "bench-cells"
+  train.train_and_evaluate(tiny_cells_config(ws, **{"train.steps": 1}), run, workspace=ws)
+  cache = Path(ws.encoder_cache_dir)
+  before = sorted(p.name for p in cache.rglob("*"))
+  p = subprocess.run([sys.executable, "-m", "benchmarks.bench_predict", f"--workdir={run}",
+                      f"--data_dir={sample_data_dir()}", "--split=test", "--max_notebooks=4"],
+                     cwd=Path(__file__).resolve().parents[1], env=subprocess_env(1),
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  last = dict(kv.split("=") for kv in p.stdout.strip().splitlines()[-1].split())
+  assert set(last) == {"kaggle_20k_min_cold", "kaggle_20k_min_warm", "peak_rss_gb",
+                       "nb_per_s_cold"}
+  assert float(last["kaggle_20k_min_cold"]) > float(last["kaggle_20k_min_warm"]) > 0
+  assert 0 < float(last["peak_rss_gb"]) < 64
+  assert "empty encoder cache" in p.stdout
+  assert sorted(p.name for p in cache.rglob("*")) == before
