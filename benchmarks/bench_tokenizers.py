@@ -63,13 +63,13 @@ _OUT = flags.DEFINE_string("out", None, "Also write the results as JSON here.")
 
 def _load_minilm(name: str):
   """From the store if it holds `name`, else from a pip package / folder (offline)."""
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank import hf, store  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   ws = store.Workspace(store.default_workspace_root(_WORKSPACE.value, os.environ))
   try:
-    return store.load_tokenizer(ws, name), f"store:{name}"
+    return hf.load_tokenizer(ws, name), f"store:{name}"
   except store.EntryNotFoundError:
-    folder, label = store.resolve_source(name)
+    folder, label = hf.resolve_source(name)
     return transformers.PreTrainedTokenizerFast.from_pretrained(
         str(folder), local_files_only=True), label
 

@@ -204,7 +204,7 @@ def _leaves(tree):
 
 def _encode(out: Path, rng: random.Random, runs: int, kills: int) -> list[str]:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxrank import store  # pylint: disable=g-import-not-at-top
+  from jaxrank import hf, store  # pylint: disable=g-import-not-at-top
   from jaxrank.data import notebooks  # pylint: disable=g-import-not-at-top
   from jaxrank.features import encoder as encoder_features  # pylint: disable=g-import-not-at-top
   from tests.test_roberta import make_tiny_bert_folder  # pylint: disable=g-import-not-at-top
@@ -213,7 +213,7 @@ def _encode(out: Path, rng: random.Random, runs: int, kills: int) -> list[str]:
 
   def workspace(name):
     ws = store.Workspace(out / name).ensure()
-    store.import_model(ws, src, "tiny")
+    hf.import_model(ws, src, "tiny")
     return ws
 
   def cmd(ws):

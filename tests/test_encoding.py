@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import encode_reference
-from jaxrank import store
+from jaxrank import hf, store
 from jaxrank.data import notebooks as nb_io
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
@@ -46,8 +46,8 @@ def tokenizers_under_test(tmp_path_factory, texts):
   try:
     importlib.metadata.distribution(MINILM_DIST)
     ws = store.Workspace(tmp_path_factory.mktemp("ws"))
-    store.import_model(ws, MINILM_DIST, "minilm")
-    out["minilm"] = store.load_tokenizer(ws, "minilm", check_hashes=False)
+    hf.import_model(ws, MINILM_DIST, "minilm")
+    out["minilm"] = hf.load_tokenizer(ws, "minilm", check_hashes=False)
   except importlib.metadata.PackageNotFoundError:
     pass
   return out
@@ -144,7 +144,7 @@ def minilm_ws(tmp_path_factory):
   except importlib.metadata.PackageNotFoundError:
     pytest.skip(f"{MINILM_DIST} is not installed")
   ws = store.Workspace(tmp_path_factory.mktemp("mws"))
-  store.import_model(ws, MINILM_DIST, "minilm-l6")
+  hf.import_model(ws, MINILM_DIST, "minilm-l6")
   return ws
 
 

@@ -66,7 +66,7 @@ def test_tiny_pretrain_learns_and_is_stored(pretrained):
   assert out["steps"] == 6 and out["manifest"]["name"] == "rb-tiny"
   losses = [h["loss"] for h in out["history"]]
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-  cfg, params, tok = store.load_encoder(ws, "rb-tiny")  # re-hashes every file
+  cfg, params, tok = hf_io.load_encoder(ws, "rb-tiny")  # re-hashes every file
   assert cfg.position_offset == tok.pad_token_id + 1 and cfg.vocab_size == len(tok)
   assert cfg.hidden_size == 32 and cfg.num_layers == 1
   # The stored weights are the trained ones: same as the last checkpoint's encoder.
@@ -88,7 +88,7 @@ def test_a_ranker_starts_from_the_pretrained_encoder(pretrained, tmp_path):
   out = train.train_and_evaluate(cfg, tmp_path)
   assert out["status"] == "done" and np.isfinite(out["val"]["kendall_tau"])
   # Step 0 of the ranker carries the stored weights (the hook replaced the random init).
-  _, want, _ = store.load_encoder(ws, "rb-tiny", check_hashes=False)
+  _, want, _ = hf_io.load_encoder(ws, "rb-tiny", check_hashes=False)
   nbs = train.load_notebooks(cfg.data)[:2]
   from jaxrank import features
   from jaxrank.data import batching
@@ -197,8 +197,8 @@ def test_pair_finetune_cli_learns_and_stores_a_loadable_encoder(pretrained, tmp_
           (tmp_path / "run" / "pair_finetune_metrics.jsonl").read_text().splitlines()]
   assert [h["step"] for h in hist] == [10, 20, 30]
   assert hist[-1]["loss"] < hist[0]["loss"], hist
-  cfg0, p0, tok0 = store.load_encoder(ws, "rb-tiny")
-  cfg1, p1, tok1 = store.load_encoder(ws, "rb-tiny-pairs")
+  cfg0, p0, tok0 = hf_io.load_encoder(ws, "rb-tiny")
+  cfg1, p1, tok1 = hf_io.load_encoder(ws, "rb-tiny-pairs")
   assert cfg1 == cfg0 and tok1.get_vocab() == tok0.get_vocab()
   moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
            for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1), strict=True)]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import roberta_cells, roberta_pointwise
-from jaxrank import features, loop, store, train
+from jaxrank import features, hf, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import layers, pairs, rankers, roberta
@@ -82,7 +82,7 @@ def test_encoder_vectors_are_cached_and_equal_a_direct_encoding(ws, tmp_path):
   for a, b in zip(items, items2):
     np.testing.assert_array_equal(a["vec"], b["vec"])
   # The cached vector is the mean-pooled encoder output of the cell's tokens.
-  enc_cfg, params, tok = store.load_encoder(ws, "tiny", check_hashes=False)
+  enc_cfg, params, tok = hf.load_encoder(ws, "tiny", check_hashes=False)
   nb = nbs[0]
   text = nb.sources[int(items[0]["cell_index"][0])]
   ids = sw.tokenize(tok, [text], 16, 2000)
@@ -181,7 +181,7 @@ def test_subword_items_hold_padded_token_ids(ws):
   nbs = nb_io.load_split(sample_data_dir(), "train")[:3]
   cfg = {"kind": "subword", "workspace": str(ws.root), "tokenizer": "tiny", "max_tokens": 16}
   f, items = features.fit_any(cfg, nbs)
-  tok = store.load_tokenizer(ws, "tiny", check_hashes=False)
+  tok = hf.load_tokenizer(ws, "tiny", check_hashes=False)
   for nb, it in zip(nbs, items):
     assert it["tokens"].shape == (nb.n_cells, 16) and it["tokens"].dtype == np.int32
     first = nb.sources[int(it["cell_index"][0])]
@@ -243,7 +243,7 @@ def test_cells_fine_tuning_the_store_encoder_starts_from_its_weights(ws, tmp_pat
   example = batching.collate(items[:1], 64)
   tx, _ = loop.make_optimizer(cfg.optim, 10)
   state, _ = train.create_state(family, tx, example, 0, loop.make_mesh())
-  _, want, _ = store.load_encoder(ws, "tiny", check_hashes=False)
+  _, want, _ = hf.load_encoder(ws, "tiny", check_hashes=False)
   for x, y in zip(jax.tree.leaves(state.params["encoder"]), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   helpers.stop_resume_equals_uninterrupted(cfg, tmp_path)

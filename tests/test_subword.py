@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import transformers
 
-from jaxrank import store
+from jaxrank import hf, store
 from jaxrank.data import folds, notebooks
 from jaxrank.data.types import Notebook
 from jaxrank.text import subword
@@ -232,9 +232,9 @@ def test_round_trip_through_the_store_by_name(trained, cells, tmp_path, kind):
   tok = trained[kind]
   ws = store.Workspace(tmp_path / "ws")
   folder = subword.save_tokenizer(tok, tmp_path / "staged")
-  manifest = store.import_tokenizer(ws, folder, f"nb-{kind}")
+  manifest = hf.import_tokenizer(ws, folder, f"nb-{kind}")
   assert manifest["tokenizer_size"] == VOCAB
-  loaded = store.load_tokenizer(ws, f"nb-{kind}")
+  loaded = hf.load_tokenizer(ws, f"nb-{kind}")
   assert isinstance(loaded, transformers.PreTrainedTokenizerFast)
   _, first, last = EXPECTED[kind]
   tokens = loaded.convert_ids_to_tokens(loaded("import numpy as np").input_ids)
@@ -245,7 +245,7 @@ def test_round_trip_through_the_store_by_name(trained, cells, tmp_path, kind):
   assert loaded(cells[1]).input_ids == tok(cells[1]).input_ids
   assert loaded.init_kwargs[subword.METADATA_KEY]["kind"] == kind
   # Same bytes under the same name: reused, not an error.
-  assert store.import_tokenizer(ws, folder, f"nb-{kind}") == manifest
+  assert hf.import_tokenizer(ws, folder, f"nb-{kind}") == manifest
 
 
 def test_bpe_first_word_keeps_its_prefix_space_after_reload(trained, tmp_path):
@@ -272,7 +272,7 @@ def test_entry_point_trains_and_stores_by_name(tmp_path):
   assert "stored tokenizer 'nb-bpe-tiny'" in done.stdout
 
   ws = store.Workspace(ws_root)
-  tok = store.load_tokenizer(ws, "nb-bpe-tiny")
+  tok = hf.load_tokenizer(ws, "nb-bpe-tiny")
   tokens = tok.convert_ids_to_tokens(tok("x = 1").input_ids)
   assert (tokens[0], tokens[-1]) == ("<s>", "</s>")
   assert len(tok) == VOCAB and tok.pad_token == "<pad>" and tok.mask_token == "<mask>"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxrank import store, submission
+from jaxrank import hf, store, submission
 from jaxrank.data import notebooks
 from tests.conftest import FAST_XLA
 from tests.slurm_cluster import tiny_train_flagfile
@@ -123,8 +123,8 @@ def test_a_teammate_lists_reads_predicts_and_resumes_a_run(team, tmp_path):
   # The owner: a store model and a 2-step run, both written under umask 007.
   old = os.umask(UMASK)
   try:
-    store.import_model(store.Workspace(ws).ensure(), make_tiny_bert_folder(tmp_path / "src"),
-                       "tiny")
+    hf.import_model(store.Workspace(ws).ensure(), make_tiny_bert_folder(tmp_path / "src"),
+                    "tiny")
   finally:
     os.umask(old)
   flagfile = tiny_train_flagfile(ws.parent / "tiny.flags", **{"train.steps": 2})

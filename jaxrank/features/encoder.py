@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import features, io_utils, progress, store
+from jaxrank import features, hf, io_utils, progress, store
 from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
@@ -189,8 +189,8 @@ class EncoderFeaturizer:
 
   def _model(self):
     if self._state is None:
-      cfg, params, tok = store.load_encoder(store.Workspace(self.workspace), self.encoder,
-                                            check_hashes=False)
+      cfg, params, tok = hf.load_encoder(store.Workspace(self.workspace), self.encoder,
+                                         check_hashes=False)
       cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0, dtype=self.dtype)
       self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows))
     return self._state

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tokenizers
 
-from jaxrank import features, io_utils, store
+from jaxrank import features, hf, io_utils, store
 from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 
@@ -126,8 +126,8 @@ class SubwordFeaturizer:
   @property
   def tok(self):
     if self._tok is None:
-      self._tok = store.load_tokenizer(store.Workspace(self.workspace), self.tokenizer,
-                                       check_hashes=False)
+      self._tok = hf.load_tokenizer(store.Workspace(self.workspace), self.tokenizer,
+                                    check_hashes=False)
     return self._tok
 
   @property

@@ -30,7 +30,7 @@ Usage:
   hidden_BxLxH = Encoder(cfg).apply({"params": params}, ids_BxL, mask_BxL)
   vecs_BxH = mean_pool(hidden_BxLxH, mask_BxL)
 
-Loading by name from the offline store is `jaxrank.store.load_encoder`.
+Loading by name from the offline store is `jaxrank.hf.load_encoder`.
 """
 
 from __future__ import annotations
