@@ -27,12 +27,12 @@ _LATEST = flags.DEFINE_bool("latest", False, "Use the newest checkpoint, not the
 def main(argv):
   del argv
   common.setup_jax()
-  from jaxrank import ensemble, results, train
+  from jaxrank import results, train
   from jaxrank.data import notebooks
 
   workdir = common.run_dir(_WORKDIR.value, _NAME.value)
-  predictor, config = ensemble.load_predictor(workdir, best=not _LATEST.value,
-                                              workspace=common.workspace_for(workdir))
+  predictor, config = train.load_predictor(workdir, best=not _LATEST.value,
+                                           workspace=common.workspace_for(workdir))
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
   if any(nb.order is None for nb in nbs):
     raise app.UsageError(f"{_DATA_DIR.value}: split {_SPLIT.value!r} has no orders file")

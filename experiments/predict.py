@@ -38,12 +38,12 @@ def write(workdir: str):
   """Predicts --data_dir/--split with the runs `workdir` and writes the submission
   (--output); also the body of a bundle's predict.py (experiments.predict_bundle)."""
   common.setup_jax()
-  from jaxrank import ensemble, submission
+  from jaxrank import submission, train
   from jaxrank.data import notebooks
 
   if "," in workdir and not _OUTPUT.value:
     raise app.UsageError("several --workdir runs: name the submission file with --output")
-  predictor, _ = ensemble.load_predictor(workdir, workspace=common.workspace_for(workdir))
+  predictor, _ = train.load_predictor(workdir, workspace=common.workspace_for(workdir))
   nbs = notebooks.load_split(_DATA_DIR.value, _SPLIT.value)
   preds = predictor.predict(nbs, max_cells=_MAX_CELLS.value)
   submission.validate_submission(preds, nbs)

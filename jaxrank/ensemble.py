@@ -1,6 +1,6 @@
 """Fold and run ensembles: several trained runs combined before decoding.
 
-    predictor, config = load_predictor("runs/a,runs/b")   # or an ensemble run folder
+    predictor, config = train.load_predictor("runs/a,runs/b")   # or an ensemble run folder
     orders = predictor.predict(notebooks)
 
 Every member states, per notebook, its *belief* about the markdown cells (the
@@ -22,8 +22,8 @@ likely. An ensemble of one member decodes exactly as that run does.
 
 An *ensemble run* is a folder holding `ensemble.json`
 (`{"members": ["../best-m0", ...]}`, paths relative to that folder, so a moved
-workspace keeps working); `load_predictor` accepts it wherever a run folder is
-accepted, and members may themselves be ensemble runs.
+workspace keeps working); `jaxrank.train.load_predictor` accepts it wherever a
+run folder is accepted, and members may themselves be ensemble runs.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def combine(beliefs: Sequence[tuple[np.ndarray | None, np.ndarray]], n_code: int
 
 
 class EnsemblePredictor:
-  """Several loaded runs (`train.Predictor`s) that predict as one."""
+  """Several loaded runs (`jaxrank.train.Predictor`s) that predict as one."""
 
   def __init__(self, members: Sequence[Any], *, crowding: float | None = None):
     if not members:
@@ -205,24 +205,11 @@ def _has_gap_head(predictor) -> bool:
           and hasattr(cfg, "crowding"))
 
 
-def load_predictor(spec: str | os.PathLike | Sequence[str | os.PathLike], *,
-                   best: bool = True, workspace=None) -> tuple[Any, Any]:
-  """(predictor, config) for a run folder, "A,B,C" or an ensemble run.
-
-  One plain run folder gives `train.load_predictor`'s answer unchanged. For an
-  ensemble the config is the first member's when all members validated on the
-  same notebooks (same `config.data` split fields), else None.
-  """
-  from jaxrank import train  # pylint: disable=g-import-not-at-top
-
-  single = not isinstance(spec, (list, tuple)) and "," not in os.fspath(spec)
-  if single and not is_ensemble_run(spec):
-    return train.load_predictor(spec, best=best, workspace=workspace)
-  loaded = [train.load_predictor(d, best=best, workspace=workspace) for d in member_dirs(spec)]
-  configs = [c for _, c in loaded]
-
+def shared_config(configs: Sequence[Any]) -> Any:
+  """The config of an ensemble whose members have `configs`: the first member's
+  when all validated on the same notebooks (same `config.data` split fields),
+  else None."""
   def split_of(c):
     return tuple(json.dumps(c.data.get(f), default=str) for f in _SPLIT_FIELDS)
 
-  same = all(split_of(c) == split_of(configs[0]) for c in configs)
-  return EnsemblePredictor([p for p, _ in loaded]), configs[0] if same else None
+  return configs[0] if all(split_of(c) == split_of(configs[0]) for c in configs) else None

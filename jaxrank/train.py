@@ -14,7 +14,9 @@ A model family is a module with a config dataclass (fields from `config.model`)
 and
     build(cfg) -> nn.Module                 # apply(vars, batch, deterministic, rngs)
     loss_fn(outputs, batch, cfg) -> (loss, metrics)
-    markdown_keys(outputs, row, n_code, n_md, cfg) -> keys of one notebook's markdown
+    markdown_belief(outputs, row, n_code, n_md, cfg) -> (gap probabilities or None, keys)
+                                            # of one notebook's markdown; decoded here
+                                            # (`markdown_keys`), averaged by ensembles
 and optionally
     predict(model, params, batch, rng, cfg) -> outputs   # jit-able; default: a
                                                          # deterministic forward
@@ -36,6 +38,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -48,7 +51,8 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxrank import checkpoint, decode, features, hf, loop, metrics, progress, results, store, windows
+from jaxrank import (checkpoint, decode, ensemble, features, hf, loop, metrics, progress, results,
+                     store, windows)
 from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
 
@@ -117,6 +121,13 @@ def loss_of(family: Family):
     out = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
     return family.module.loss_fn(out, batch, family.cfg)
   return loss
+
+
+def markdown_keys(module, outputs, row: int, n_code: int, n_md: int, cfg) -> np.ndarray:
+  """Family `module`'s markdown belief of one notebook decoded into keys
+  (`decode.keys_from_belief`, with the config's `crowding` where it has one)."""
+  probs, keys = module.markdown_belief(outputs, row, n_code, n_md, cfg)
+  return decode.keys_from_belief(probs, keys, getattr(cfg, "crowding", 0.0))
 
 
 def forward(params, batch, rng, *, apply_fn):
@@ -230,7 +241,7 @@ class Predictor:
                              logger=logging.getLogger(__name__))
     for j, out, row in self.outputs(items, cfg):
       nb = notebooks[j]
-      keys = self.family.module.markdown_keys(out, row, nb.n_code, nb.n_markdown, cfg)
+      keys = markdown_keys(self.family.module, out, row, nb.n_code, nb.n_markdown, cfg)
       preds[nb.id] = decode.order_from_keys(nb, keys)
       prog.update()
     return preds
@@ -291,8 +302,24 @@ def run_workspace(workdir: str | Path) -> store.Workspace:
   return store.Workspace(recorded)
 
 
-def load_predictor(workdir: str | Path, *, best: bool = True,
-                   workspace: store.Workspace | None = None) -> tuple[Predictor, Any]:
+def load_predictor(spec: str | os.PathLike | Sequence[str | os.PathLike], *, best: bool = True,
+                   workspace: store.Workspace | None = None) -> tuple[Any, Any]:
+  """(predictor, config) for a run folder, "A,B,C", a list of run folders or an
+  ensemble run folder (`jaxrank.ensemble`).
+
+  A plain run folder gives its `Predictor` (`load_run`) and config; several runs
+  an `ensemble.EnsemblePredictor` and `ensemble.shared_config` of theirs.
+  """
+  single = not isinstance(spec, (list, tuple)) and "," not in os.fspath(spec)
+  if single and not ensemble.is_ensemble_run(spec):
+    return load_run(spec, best=best, workspace=workspace)
+  loaded = [load_run(d, best=best, workspace=workspace) for d in ensemble.member_dirs(spec)]
+  return (ensemble.EnsemblePredictor([p for p, _ in loaded]),
+          ensemble.shared_config([c for _, c in loaded]))
+
+
+def load_run(workdir: str | Path, *, best: bool = True,
+             workspace: store.Workspace | None = None) -> tuple[Predictor, Any]:
   """Rebuilds a run's model from its config.json, featurizer and checkpoint.
 
   Store models and caches the run names are looked up in `workspace` (the one

@@ -169,7 +169,7 @@ def test_sampling_is_deterministic_given_the_seed(batch_and_params):
   for row, nb in enumerate(nbs):  # a distribution over the notebook's own gaps only
     np.testing.assert_allclose(probs[row, :nb.n_cells, :nb.n_code + 1].sum(-1), 1, atol=1e-5)
   for row, nb in enumerate(nbs):
-    keys = diffusion.markdown_keys(out, row, nb.n_code, nb.n_markdown, fam.cfg)
+    keys = train.markdown_keys(diffusion, out, row, nb.n_code, nb.n_markdown, fam.cfg)
     order = decode.order_from_keys(nb, keys)
     assert sorted(order) == sorted(nb.cell_ids)
     assert [c for c in order if c in set(nb.code_ids)] == list(nb.code_ids)

@@ -57,13 +57,13 @@ def test_ensemble_of_one_equals_the_run_and_of_a_run_twice_too(runs):
   _, val = train.split_data(nbs, config.data)
   want = single.predict(val)
   ensemble.write_ensemble_run(root / "runs" / "one", [a])
-  one, one_cfg = ensemble.load_predictor(root / "runs" / "one")
+  one, one_cfg = train.load_predictor(root / "runs" / "one")
   assert isinstance(one, ensemble.EnsemblePredictor) and one_cfg.to_dict() == config.to_dict()
   assert one.predict(val) == want
-  twice, _ = ensemble.load_predictor(f"{a},{a}")
+  twice, _ = train.load_predictor(f"{a},{a}")
   assert twice.predict(val) == want
   other, _ = train.load_predictor(b)
-  pair, _ = ensemble.load_predictor([a, b])
+  pair, _ = train.load_predictor([a, b])
   got = pair.predict(val)
   assert got != want and got != other.predict(val)  # a real combination of two runs
 
@@ -103,7 +103,7 @@ def test_evaluate_and_predict_score_an_ensemble_of_two_runs(runs):
   table = json.loads((ens / "eval" / "train_val.json").read_text())["metrics"]
   assert -1 <= table["kendall_tau"] <= 1
   # The same score as the library's ensemble on the same validation fold.
-  pred, config = ensemble.load_predictor(ens)
+  pred, config = train.load_predictor(ens)
   _, val = train.split_data(train.load_notebooks(config.data), config.data)
   want, _ = train.evaluate_predictions(val, pred.predict(val))
   assert table["kendall_tau"] == pytest.approx(want["kendall_tau"], abs=1e-9)

@@ -361,14 +361,14 @@ def test_minilm_package_resolves():
 _RACER = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
-    from jaxrank import store
+    from jaxrank import hf, store
     ws, src, name = store.Workspace(sys.argv[1]), sys.argv[2], sys.argv[3]
     barrier = Path(sys.argv[4])
     (barrier / f"ready-{os.getpid()}").touch()
     while not (barrier / "go").exists():  # all heavy imports done: start together
       time.sleep(0.005)
     try:
-      m = hf_io.import_model(ws, src, name)
+      m = hf.import_model(ws, src, name)
       print(json.dumps({"ok": True, "created": m["created_by"]["pid"] == os.getpid(),
                         "fingerprint": m["source_fingerprint"]}))
     except store.EntryExistsError as e:

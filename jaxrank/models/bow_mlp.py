@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import decode
 from jaxrank.models import layers, pairs
 from jaxrank.models.layers import BagEncoder, Mlp
 
@@ -117,12 +116,7 @@ def loss_fn(outputs: Mapping[str, Array], batch: Mapping[str, Array],
 
 def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                     config: BowMlpConfig) -> tuple[np.ndarray | None, np.ndarray]:
-  """(gap probabilities or None when decoding pointwise, keys); `jaxrank.ensemble` averages them."""
+  """(gap probabilities or None when decoding pointwise, keys): what the trainer decodes
+  (`jaxrank.decode.keys_from_belief`) and `jaxrank.ensemble` averages."""
   return layers.gap_markdown_belief(outputs, row, n_code, n_md,
                                     use_gaps=config.decode != "pointwise")
-
-
-def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
-                  config: BowMlpConfig) -> np.ndarray:
-  return decode.keys_from_belief(*markdown_belief(outputs, row, n_code, n_md, config),
-                                 config.crowding)

@@ -27,8 +27,8 @@ only; code positions are conditions.
 Sampling (`predict`): S independent noise draws per notebook, K Euler steps of
 dt = 1/K from t = 0 to 1 (`euler_sample`), then the S final positions are
 combined per cell ("mean" or "median") into keys (and, for the gap head, the
-last step's gap probabilities are averaged) that `markdown_keys` hands to
-`decode.order_from_keys` (code order is always kept). The noise comes from the
+last step's gap probabilities are averaged) that `markdown_belief` hands to
+the decoder (`jaxrank.decode`) (code order is always kept). The noise comes from the
 key the Predictor passes (fixed per run seed), so predictions are deterministic.
 With K = 1 the sampler returns the network's clean-position estimate at pure
 noise, i.e. a pointwise regressor of E[x1 | notebook].
@@ -75,7 +75,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import decode
 from jaxrank.models import layers, pairs
 from jaxrank.models.layers import BagEncoder, Mlp
 
@@ -496,7 +495,7 @@ def predict(model: nn.Module, params, batch: Mapping[str, Array], rng,
   """Jit-able: markdown keys [B, C] (and their spread over samples) for a batch.
 
   The gap head also returns "gap_probs" [B, C, C + 1], averaged over the S
-  samples, which `markdown_keys` decodes by least expected misplaced pairs.
+  samples, which are decoded by least expected misplaced pairs (`markdown_belief`).
   """
   B, C = batch["cell_mask"].shape
   if cfg.objective == "pointwise":
@@ -518,17 +517,10 @@ def predict(model: nn.Module, params, batch: Mapping[str, Array], rng,
 
 def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
                     config: DiffusionConfig) -> tuple[np.ndarray | None, np.ndarray]:
-  """(sample-averaged gap probabilities or None for the scalar head, mean positions)."""
-  return layers.gap_markdown_belief(outputs, row, n_code, n_md, use_gaps=config.head == "gap")
+  """(sample-averaged gap probabilities or None for the scalar head, combined positions).
 
-
-def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
-                  config: DiffusionConfig) -> np.ndarray:
-  """Keys of one notebook's markdown cells (rows n_code..n_code+n_md) for decoding.
-
-  Gap head: the sample-averaged gap probabilities decoded by least expected
-  misplaced pairs (`decode.keys_from_gap_probs`), ties broken by the mean
-  position; scalar head: the combined final positions.
+  The trainer decodes it (`jaxrank.decode.keys_from_belief`): the gap
+  probabilities by least expected misplaced pairs, ties broken by the positions;
+  for the scalar head the positions as they are.
   """
-  return decode.keys_from_belief(*markdown_belief(outputs, row, n_code, n_md, config),
-                                 config.crowding)
+  return layers.gap_markdown_belief(outputs, row, n_code, n_md, use_gaps=config.head == "gap")

@@ -52,7 +52,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrank import decode
 from jaxrank.models import layers, pairs, roberta
 from jaxrank.models.layers import Mlp
 
@@ -342,9 +341,3 @@ def markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_
                     config) -> tuple[np.ndarray | None, np.ndarray]:
   return layers.gap_markdown_belief(outputs, row, n_code, n_md,
                                     use_gaps=config.decode != "pointwise")
-
-
-def markdown_keys(outputs: Mapping[str, np.ndarray], row: int, n_code: int, n_md: int,
-                  config) -> np.ndarray:
-  return decode.keys_from_belief(*markdown_belief(outputs, row, n_code, n_md, config),
-                                 getattr(config, "crowding", 0.0))
