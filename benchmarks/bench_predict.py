@@ -3,7 +3,7 @@ r"""Prediction at Kaggle scale: a trained run (any family, or an ensemble), enco
   .venv/bin/python -m benchmarks.bench_predict --workdir=workspace/runs/best \
       [--data_dir=../shared/data/nbcorpus --split=train --max_notebooks=500] [--warm_cache]
 
-Predicts the split's notebooks twice with `ensemble.load_predictor` (a run
+Predicts the split's notebooks twice with `train.load_predictor` (a run
 folder, "A,B,C" or an ensemble run such as launch/pipeline.sh leaves):
 
   cold  featurize (for encoder features: encoding every cell into an EMPTY
@@ -66,7 +66,7 @@ def main(argv: Sequence[str]) -> None:
   real_ws = train.run_workspace(first)
   with tempfile.TemporaryDirectory(prefix="bench_predict-") as tmp:
     ws = None if _WARM_CACHE.value else cold_workspace(Path(tmp) / "ws", real_ws.models_dir)
-    predictor, config = ensemble.load_predictor(_WORKDIR.value, workspace=ws)
+    predictor, config = train.load_predictor(_WORKDIR.value, workspace=ws)
     n_cells = sum(nb.n_cells for nb in nbs)
     times = []
     for _ in range(2):
