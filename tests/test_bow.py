@@ -73,3 +73,74 @@ def test_lexical_sim_splits_identifiers_and_weighs_words_by_the_notebook_idf():
   # Stateless: a cell's row depends only on its own notebook.
   np.testing.assert_allclose(bow.lexical_sim(texts[:2]), bow.lexical_sim(texts[:2]))
   assert bow.lexical_sim(["", ""]).max() == 0
+
+
+# --- the fast path (jaxrank/text/word_counts.py) against scikit-learn's own ----------------
+def _sample_texts():
+  from jaxrank import features  # pylint: disable=g-import-not-at-top
+  from jaxrank.data import notebooks as nb_io  # pylint: disable=g-import-not-at-top
+  nbs = nb_io.load_split(nb_io.sample_data_dir(), "train")
+  return nbs, features.cell_texts(nbs)
+
+
+def test_fast_path_gives_scikit_learns_vocabulary_idf_and_matrices_on_the_sample():
+  _, texts = _sample_texts()
+  for cfg in [bow.BowConfig(),  # the BOW-MLP's: 1-2 grams, 30k terms (max_features bites)
+              bow.BowConfig(word_ngrams=(1, 3), word_vocab=5_000, min_df=3, max_chars=300)]:
+    plain, x_plain = bow.BowFeaturizer.fit_transform(texts, cfg, fast=False)
+    fast, x_fast = bow.BowFeaturizer.fit_transform(texts, cfg)
+    vp, vf = plain.vectorizers["word"], fast.vectorizers["word"]
+    assert len(vp.vocabulary_) == len(vf.vocabulary_) > 1000
+    assert {k: int(i) for k, i in vp.vocabulary_.items()} == vf.vocabulary_
+    assert vp.idf_.dtype == vf.idf_.dtype and np.array_equal(vp.idf_, vf.idf_)
+    # Bitwise equal, entry order included (x_fast is canonical; bags need no re-sort).
+    assert x_fast.has_sorted_indices and x_fast.dtype == np.float32
+    assert (x_plain != x_fast).nnz == 0
+    new = texts[::7] + ["never seen tokens zzqx", "", "plt . plot ( x )"]
+    y_plain, y_fast = plain.transform(new, fast=False), fast.transform(new)
+    y_plain.sort_indices()
+    for a in ("indptr", "indices", "data"):
+      np.testing.assert_array_equal(getattr(y_plain, a), getattr(y_fast, a))
+
+
+def test_fast_path_of_a_loaded_featurizer_and_char_ngrams_falls_back(tmp_path):
+  _, texts = _sample_texts()
+  cfg = bow.BowConfig(char_ngrams=(2, 3), char_vocab=300, max_terms=16)
+  f, x = bow.BowFeaturizer.fit_transform(texts, cfg)
+  _, x_plain = bow.BowFeaturizer.fit_transform(texts, cfg, fast=False)
+  assert (x != x_plain).nnz == 0 and x.shape[1] == f.vocab_size
+  f.save(tmp_path)
+  g = bow.BowFeaturizer.load(tmp_path)
+  y, y_plain = g.transform(texts), g.transform(texts, fast=False)
+  y_plain.sort_indices()
+  assert (y != x).nnz == 0 and (y != y_plain).nnz == 0
+
+
+def test_vectorized_bags_equal_the_row_loop_with_its_tie_breaks():
+  from benchmarks import featurize_reference  # pylint: disable=g-import-not-at-top
+  _, texts = _sample_texts()
+  f, x = bow.BowFeaturizer.fit_transform(texts, bow.BowConfig(max_terms=8))
+  rows = np.diff(x.indptr)
+  assert (rows > 8).any() and (rows <= 8).any() and (rows == 0).any()
+  for a, b in zip(bow.csr_to_bags(x.copy(), 8), featurize_reference.csr_to_bags(x.copy(), 8)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_items_of_the_fast_path_match_the_old_path():
+  from benchmarks import featurize_reference  # pylint: disable=g-import-not-at-top
+  from experiments.configs import bow_mlp  # pylint: disable=g-import-not-at-top
+  from jaxrank.features import bow as features_bow  # pylint: disable=g-import-not-at-top
+  nbs, _ = _sample_texts()
+  nbs = nbs[:120]
+  cfg = bow_mlp.get_config().features
+  _, new = features_bow.fit_items(cfg, nbs)
+  _, old = featurize_reference.fit_items(cfg, nbs)
+  assert len(new) == len(old) == len(nbs)
+  for a, b in zip(new, old):
+    assert a.keys() == b.keys()
+    for k in a:
+      if k == "sim":  # one BLAS thread now: the same cosines up to float32 summation order
+        np.testing.assert_allclose(a[k].astype(np.float32), b[k].astype(np.float32),
+                                   atol=1e-3, rtol=0)
+      else:
+        np.testing.assert_array_equal(a[k], b[k])
