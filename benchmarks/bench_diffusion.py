@@ -70,6 +70,7 @@ Self-conditioning (on by default) gave +0.006 to +0.016.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -80,7 +81,10 @@ import numpy as np
 
 from benchmarks import common
 
-_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/nbcorpus", "Competition-format folder.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/nbcorpus", "Competition-format "
+                                "folder, or several: A,B.")
+_VAL_SOURCES = flags.DEFINE_string("val_sources", "", "Validate on these repositories (as in "
+                                   "sources.csv) instead of --fold, e.g. adgirish/kaggleScape.")
 _FOLD = flags.DEFINE_integer("fold", 0, "Validation fold (ancestor-grouped).")
 _N_FOLDS = flags.DEFINE_integer("n_folds", 5, "Number of folds.")
 _STEPS = flags.DEFINE_integer("steps", 240, "Training steps of each model.")
@@ -89,6 +93,16 @@ _MAX_VAL = flags.DEFINE_integer("max_val_notebooks", 150, "Validation notebooks 
 _K = flags.DEFINE_list("sample_steps", ["1", "4", "16", "64"], "Sampling steps K to sweep.")
 _S = flags.DEFINE_list("num_samples", ["1", "4"], "Samples per notebook S to sweep.")
 _EXTRA = flags.DEFINE_list("extra", ["16x16"], "More KxS points, e.g. 16x16.")
+_T_START = flags.DEFINE_list("t_start", ["0"], "SDEdit start times to sweep with every KxS "
+                             "point (model.sample_t_start; 0 = from pure noise).")
+_PROB_AVG = flags.DEFINE_list("prob_avg", ["1"], "Last steps whose gap probabilities are "
+                              "averaged (model.prob_avg_steps) to sweep with every point.")
+_MODELS = flags.DEFINE_list("models", ["diffusion", "diffusion_pointwise", "roberta_cells",
+                                       "bow_mlp_pointwise"], "Models to train/score (those "
+                            "that --features allows).")
+_RUNS = flags.DEFINE_list("runs", [], "Already trained runs to score instead of training, "
+                          "NAME=RUN_DIR (e.g. roberta_cells=ws/runs/k2-s0); their own config "
+                          "must use the same data, which is checked.")
 _MEDIAN = flags.DEFINE_string("median", "", "KxS point also scored with the median of "
                               "samples instead of the mean ('' = none; the gap head decodes "
                               "sample-averaged gap probabilities, so this only moves ties).")
@@ -112,7 +126,8 @@ def _set(c, **dotted):
 
 
 def _common(c, workdir: Path):
-  c = _set(c, **{"data.data_dir": str(Path(_DATA_DIR.value).absolute()),
+  data_dir = ",".join(str(Path(d).absolute()) for d in _DATA_DIR.value.split(","))
+  c = _set(c, **{"data.data_dir": data_dir, "data.val_sources": _VAL_SOURCES.value,
                  "data.cache_dir": str(workdir / "cache"), "data.fold": _FOLD.value,
                  "data.n_folds": _N_FOLDS.value, "train.steps": _STEPS.value,
                  "train.eval_every": 10 ** 9, "train.checkpoint_every": 100,
@@ -139,7 +154,15 @@ def _configs(workdir: Path) -> dict:
   else:
     out["bow_mlp_pointwise"] = _set(_common(bow_mlp.get_config(), workdir),
                                     **{"model.decode": "pointwise"})
-  return out
+  return {k: v for k, v in out.items() if k in _MODELS.value}
+
+
+def _check_same_data(name: str, run_data, cfg_data) -> None:
+  """A given run must have been trained on the split this table validates on."""
+  for key in ("data_dir", "val_sources", "fold", "n_folds", "val_ancestors", "seed"):
+    if str(run_data[key]) != str(cfg_data[key]):
+      raise SystemExit(f"--runs {name}: its data.{key} is {run_data[key]!r}, this benchmark's "
+                       f"is {cfg_data[key]!r}; pass matching --data_dir/--val_sources/--fold")
 
 
 def _warm_and_time(predictor, val, items, cfg=None) -> tuple[float, float, dict]:
@@ -192,11 +215,12 @@ def main(argv: Sequence[str]) -> None:
   rows: list[dict] = []
   full_fold: dict[str, float] = {}
   predictors = {}
+  given = dict(item.split("=", 1) for item in _RUNS.value)
   for name, cfg in configs.items():
     t0 = time.time()
-    run_dir = workdir / name
+    run_dir = Path(given[name]).absolute() if name in given else workdir / name
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    if run.get("status") == "done" and run.get("steps") == _STEPS.value:
+    if name in given or (run.get("status") == "done" and run.get("steps") == _STEPS.value):
       # Trained by an earlier call: skip the trainer's re-featurising and re-validating.
       val_json = run_dir / "eval" / "val.json"
       full_fold[name] = (json.loads(val_json.read_text())["metrics"]["kendall_tau"]
@@ -208,8 +232,10 @@ def main(argv: Sequence[str]) -> None:
     logging.info("%s: %d steps, %.0fs in this call; full-fold val tau %.4f", name,
                  run.get("steps", -1), time.time() - t0, full_fold[name])
     predictors[name] = (train.load_predictor(run_dir, best=False)[0], run)
+    if name in given:
+      _check_same_data(name, predictors[name][0].data_cfg, cfg.data)
 
-  cfg0 = configs["diffusion"]
+  cfg0 = next(iter(configs.values()))
   nbs = train.load_notebooks(cfg0.data)
   train_nbs, val_nbs = train.split_data(nbs, cfg0.data)
   if _MAX_VAL.value and len(val_nbs) > _MAX_VAL.value:
@@ -229,7 +255,7 @@ def main(argv: Sequence[str]) -> None:
   t0 = time.perf_counter()
   preds = _tfidf_ridge(train_nbs, val)
   table, _ = train.evaluate_predictions(val, preds)
-  add(dict(model="tfidf_ridge", K="-", S="-", tau=table["kendall_tau"],
+  add(dict(model="tfidf_ridge", K="-", S="-", t_start="-", avg="-", tau=table["kendall_tau"],
            ms_per_nb=1e3 * (time.perf_counter() - t0) / len(val), note="fit+predict"))
   order = sorted(predictors, key=lambda n: n == "diffusion")  # the long sweep last
   for name in order:
@@ -238,35 +264,39 @@ def main(argv: Sequence[str]) -> None:
     base_cfg = predictor.family.cfg
     if name != "diffusion":
       tau, dt, _ = _warm_and_time(predictor, val, items)
-      add(dict(model=name, K="-", S="-", tau=tau, ms_per_nb=1e3 * dt,
+      add(dict(model=name, K="-", S="-", t_start="-", avg="-", tau=tau, ms_per_nb=1e3 * dt,
                train_s=run.get("wall_s"), note=""))
       continue
     grid = [(int(k), int(s)) for k in _K.value for s in _S.value]
-    grid += [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value]
-    for k, s in grid:
-      if k * s > _MAX_EVALS.value:
-        add(dict(model=name, K=k, S=s, tau=None, ms_per_nb=None,
-                 note=f"skipped: K*S > {_MAX_EVALS.value}"))
+    grid += [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value if ks]
+    for (k, s), ts, avg in itertools.product(grid, map(float, _T_START.value),
+                                             map(int, _PROB_AVG.value)):
+      point = dict(model=name, K=k, S=s, t_start=ts, avg=avg)
+      if avg > k:  # the same as avg = k
         continue
-      cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s)
+      if (k + (ts > 0)) * s > _MAX_EVALS.value:  # t_start > 0: one more network call
+        add(dict(point, tau=None, ms_per_nb=None, note=f"skipped: evals > {_MAX_EVALS.value}"))
+        continue
+      cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s, sample_t_start=ts,
+                                prob_avg_steps=avg)
       tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
-      add(dict(model=name, K=k, S=s, tau=tau, ms_per_nb=1e3 * dt,
-               train_s=run.get("wall_s"), note=""))
+      add(dict(point, tau=tau, ms_per_nb=1e3 * dt, train_s=run.get("wall_s"), note=""))
     if _MEDIAN.value:
       k, s = map(int, _MEDIAN.value.split("x"))
       cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s, combine="median")
       tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
-      add(dict(model=name, K=k, S=s, tau=tau, ms_per_nb=1e3 * dt,
+      add(dict(model=name, K=k, S=s, t_start=0.0, avg=1, tau=tau, ms_per_nb=1e3 * dt,
                train_s=run.get("wall_s"), note="median of samples"))
 
   lines = [f"fold {_FOLD.value}/{_N_FOLDS.value}: {len(val)} of {len(val_nbs)} validation "
            f"notebooks ({n_cells} cells), {len(train_nbs)} train notebooks, {_STEPS.value} "
            "training steps per model",
-           f"{'model':<22} {'K':>3} {'S':>3} {'tau':>7} {'ms/nb':>8}  note"]
+           f"{'model':<22} {'K':>3} {'S':>3} {'t0':>5} {'avg':>3} {'tau':>7} {'ms/nb':>8}  note"]
   for r in rows:
     tau = "-" if r["tau"] is None else f"{r['tau']:.4f}"
     ms = "-" if r["ms_per_nb"] is None else f"{r['ms_per_nb']:.1f}"
-    lines.append(f"{r['model']:<22} {r['K']!s:>3} {r['S']!s:>3} {tau:>7} {ms:>8}  {r['note']}")
+    lines.append(f"{r['model']:<22} {r['K']!s:>3} {r['S']!s:>3} {r['t_start']!s:>5} "
+                 f"{r['avg']!s:>3} {tau:>7} {ms:>8}  {r['note']}")
   lines.append("whole-fold val tau from the trainer (diffusion at K=16, S=1): " + ", ".join(
       f"{k} {v:.4f}" for k, v in full_fold.items()))
   text = "\n".join(lines)

@@ -63,6 +63,42 @@ def test_true_denoiser_of_a_two_point_mixture_samples_its_modes():
   np.testing.assert_allclose(np.asarray(vel), many, atol=1e-4)
 
 
+def _gaussian_prior_oracle(m, s, sigma):
+  """The exact x1-denoiser when x1 ~ N(m, s^2) per cell and x0 ~ N(0, sigma^2):
+  E[x1 | x_t] = m + t s^2 (x_t - t m) / (t^2 s^2 + (1 - t)^2 sigma^2); at t = 0 it is m."""
+  def oracle(x, t):
+    return m + t * s ** 2 * (x - t * m) / (t ** 2 * s ** 2 + (1 - t) ** 2 * sigma ** 2)
+  return oracle
+
+
+@pytest.mark.parametrize("steps", [1, 200])
+def test_sdedit_start_refines_the_one_shot_estimate(steps):
+  """From pure noise the exact flow samples the data distribution (spread s);
+  started SDEdit-style, the spread shrinks towards the one-shot estimate m as
+  t_start grows, and t_start -> 1 returns m itself."""
+  m = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 9)), jnp.float32)
+  s, sigma = 0.3, 1.0
+  oracle = _gaussian_prior_oracle(m, s, sigma)
+  x0 = sigma * jax.random.normal(jax.random.key(0), (3000, 9))
+
+  def run(t_start):
+    x = x0
+    if t_start > 0:
+      x = diffusion.sdedit_start(x0, oracle(x0, 0.0), t_start)
+    return np.asarray(diffusion.euler_sample(oracle, x, steps, "x1", t_start))
+
+  spread = {ts: float(np.std(run(ts) - np.asarray(m))) for ts in (0.0, 0.5, 0.9, 0.999)}
+  if steps > 1:  # fine enough to sample the data spread from pure noise
+    assert abs(spread[0.0] - s) < 0.02, spread
+    assert spread[0.0] > spread[0.5] > spread[0.9] > spread[0.999], spread
+  else:  # one step from pure noise is the posterior mean m
+    assert spread[0.0] < 1e-5 < spread[0.5], spread
+  np.testing.assert_allclose(run(0.999), np.broadcast_to(m, x0.shape), atol=0.01)
+  # t_start = 0 is the plain sampler: the same arithmetic, the same numbers.
+  np.testing.assert_array_equal(np.asarray(diffusion.euler_sample(oracle, x0, steps, "x1")),
+                                run(0.0))
+
+
 def test_time_sampling_and_config_validation():
   for how in diffusion.TIME_SAMPLING:
     t = diffusion.sample_times(jax.random.key(0), (5000,), diffusion.DiffusionConfig(
@@ -72,6 +108,10 @@ def test_time_sampling_and_config_validation():
     diffusion.DiffusionConfig(parameterization="eps")
   with pytest.raises(ValueError, match="head='gap' predicts the clean position"):
     diffusion.DiffusionConfig(parameterization="velocity", head="gap")
+  for bad in [{"sample_t_start": 1.0}, {"sample_t_start": -0.1}, {"t0_prob": 1.5},
+              {"prob_avg_steps": 0}]:
+    with pytest.raises(ValueError, match=f"{next(iter(bad))}="):
+      diffusion.DiffusionConfig(**bad)
 
 
 # --- the network on real sample batches -----------------------------------------------
@@ -108,7 +148,11 @@ def _permute_markdown(arrays, rng):
   return out, np.stack(perms)
 
 
-def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(batch_and_params):
+SAMPLERS = [{}, {"sample_t_start": 0.5, "prob_avg_steps": 2}]  # from noise; SDEdit-style
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(batch_and_params, sampler):
   _, arrays, fam, model, params = batch_and_params
   perm_arrays, perms = _permute_markdown(arrays, np.random.default_rng(0))
   assert not np.array_equal(perms, np.broadcast_to(np.arange(perms.shape[1]), perms.shape))
@@ -128,7 +172,7 @@ def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(batch_and
                              logits_p[mask], atol=1e-4)
   assert np.std(out[mask]) > 1e-4  # not trivially constant
   # The whole sampler, given noise permuted the same way.
-  cfg = fam.cfg
+  cfg = dataclasses.replace(fam.cfg, **sampler)
   x0 = np.random.default_rng(2).normal(size=(2, B, C)).astype(np.float32)
   xs, probs = map(np.asarray, diffusion.sample(model, params, strip(arrays), x0, cfg))
   xs_p, probs_p = map(np.asarray, diffusion.sample(model, params, strip(perm_arrays),
@@ -155,10 +199,12 @@ def test_self_conditioning_input_is_used_only_when_switched_on(batch_and_params)
   assert np.abs(on[mask] - off[mask]).max() > 1e-4
 
 
-def test_sampling_is_deterministic_given_the_seed(batch_and_params):
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampling_is_deterministic_given_the_seed(batch_and_params, sampler):
   nbs, arrays, fam, model, params = batch_and_params
   x = {k: jnp.asarray(v) for k, v in arrays.items() if not k.startswith("target_")}
-  fn = jax.jit(lambda p, b, r: diffusion.predict(model, p, b, r, fam.cfg))
+  cfg = dataclasses.replace(fam.cfg, **sampler)
+  fn = jax.jit(lambda p, b, r: diffusion.predict(model, p, b, r, cfg))
   res = fn(params, x, jax.random.key(3))
   a, b = res["key"], fn(params, x, jax.random.key(3))["key"]
   c = fn(params, x, jax.random.key(4))["key"]
@@ -169,10 +215,58 @@ def test_sampling_is_deterministic_given_the_seed(batch_and_params):
   for row, nb in enumerate(nbs):  # a distribution over the notebook's own gaps only
     np.testing.assert_allclose(probs[row, :nb.n_cells, :nb.n_code + 1].sum(-1), 1, atol=1e-5)
   for row, nb in enumerate(nbs):
-    keys = train.markdown_keys(diffusion, out, row, nb.n_code, nb.n_markdown, fam.cfg)
+    keys = train.markdown_keys(diffusion, out, row, nb.n_code, nb.n_markdown, cfg)
     order = decode.order_from_keys(nb, keys)
     assert sorted(order) == sorted(nb.cell_ids)
     assert [c for c in order if c in set(nb.code_ids)] == list(nb.code_ids)
+
+
+def _reference_sample(model, params, x, x0_BxC, cfg):
+  """The gap-head sampler written out step by step: (final positions, averaged
+  gap probabilities of the last prob_avg_steps evaluations)."""
+  B = x0_BxC.shape[0]
+  apply = lambda xt, t, sc, on: model.apply({"params": params}, x, xt, jnp.full((B,), t), True,
+                                            sc, on, method=diffusion.DiffusionRanker.denoise)
+  steps, t_start = cfg.sample_steps, cfg.sample_t_start
+  xt, sc, on = x0_BxC, None, None
+  if t_start > 0:  # the one-shot estimate at t = 0, re-noised to t_start with the same noise
+    sc, on = apply(x0_BxC, 0.0, None, None)[0], jnp.ones((B,))
+    xt = (1 - t_start) * x0_BxC + t_start * sc
+  dt, probs = (1 - t_start) / steps, []
+  for k in range(steps):
+    t = t_start + k * dt
+    x1_hat, logits, _ = apply(xt, t, sc, on)
+    probs.append(jax.nn.softmax(logits, -1))
+    xt = xt + dt * (x1_hat - xt) / (1 - t)
+    sc, on = x1_hat, jnp.ones((B,))
+  return np.asarray(xt), np.mean(np.stack(probs[-cfg.prob_avg_steps:]), 0)
+
+
+@pytest.mark.parametrize("t_start,steps,avg", [(0.0, 3, 1), (0.6, 3, 2), (0.3, 1, 4)])
+def test_sampler_matches_a_step_by_step_reference(batch_and_params, t_start, steps, avg):
+  """t_start = 0 is the sampler from pure noise (K steps over [0, 1], last step's
+  probabilities); t_start > 0 adds the t = 0 estimate, re-noised, and K steps
+  over [t_start, 1]; probabilities averaged over the last `avg` steps."""
+  _, arrays, fam, model, params = batch_and_params
+  cfg = dataclasses.replace(fam.cfg, sample_steps=steps, sample_t_start=t_start,
+                            prob_avg_steps=avg)
+  x = {k: jnp.asarray(v) for k, v in arrays.items() if not k.startswith("target_")}
+  B, C = arrays["cell_mask"].shape
+  x0 = jax.random.normal(jax.random.key(5), (2, B, C))
+  xs, probs = map(np.asarray, diffusion.sample(model, params, x, x0, cfg))
+  mask = arrays["cell_mask"]
+  for i in range(2):
+    ref_x, ref_p = _reference_sample(model, params, x, x0[i], cfg)
+    np.testing.assert_allclose(xs[i][mask], ref_x[mask], atol=1e-5)
+    np.testing.assert_allclose(probs[i][mask], ref_p[mask], atol=1e-5)
+
+
+def test_t0_prob_trains_some_notebooks_at_pure_noise(batch_and_params):
+  _, arrays, fam, model, params = batch_and_params
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+  t = lambda p: np.asarray(model.clone(config=dataclasses.replace(fam.cfg, t0_prob=p)).apply(
+      {"params": params}, batch, deterministic=False, rngs={"dropout": jax.random.key(1)})["t"])
+  assert (t(0.0) > 0).all() and (t(1.0) == 0).all()
 
 
 @pytest.mark.parametrize("objective,param,head,sc", [

@@ -59,10 +59,15 @@ def get_config(features: str = "bow") -> ml_collections.ConfigDict:
   c.model.time_sampling = "logit_normal"  # or "uniform"
   c.model.logit_mean = 0.0
   c.model.logit_std = 1.0
+  c.model.t0_prob = 0.0  # share of training notebooks at t = 0 (the one-shot task)
   # Sampling.
   c.model.sample_steps = 16
   c.model.num_samples = 4
   c.model.combine = "mean"  # or "median"
+  # SDEdit-style start: one-shot estimate at t = 0, re-noised to t_start, K steps
+  # over [t_start, 1]; 0 = K steps from pure noise.
+  c.model.sample_t_start = 0.0
+  c.model.prob_avg_steps = 1  # gap head: average the last n steps' gap probabilities
   c.model.crowding = 2.0  # gap head: joint gap assignment (decode.crowded_gaps); 0 = medians
   c.model.dtype = "float32"  # or "bfloat16" (compute dtype)
 
