@@ -86,14 +86,18 @@ comparable within a column of one call; t0 = model.sample_t_start):
   diffusion                 1   4   .5   0.778    239
   diffusion                 4   1   .5   0.760    149
   diffusion                 4   4   .5   0.777    828
-RESULTS_MORE
+  diffusion                 8   1    0   0.759    330
+  diffusion                 8   4    0   0.776   1782
+  diffusion                 8   1   .5   0.765    618
+  diffusion                 4   4   .5   0.777    441  gap probs of the last 4 steps averaged
   (whole fold, 1,060 notebooks: cells ranker 0.7872, one-shot 0.7739,
   diffusion K=1 S=1 0.7523, K=1 S=4 0.7630.)
 
 The SDEdit-style start (one-shot estimate at t = 0, re-noised to t_start,
-K steps over [t_start, 1]) moves tau by -0.007 to +0.004 against starting
+K steps over [t_start, 1]) moves tau by -0.007 to +0.006 against starting
 from pure noise: within the noise of 150 notebooks. Steps still do not pay
-(K = 4 and 8 at or below K = 1); samples do (+0.013 to +0.021 from S = 1 to
+(K = 4 and 8 at or below K = 1, also with the gap probabilities of the last
+steps averaged); samples do (+0.013 to +0.021 from S = 1 to
 4). The same network trained one-shot stays ahead of every sampler (+0.008),
 and the flow-trained network's own t = 0 estimate is weaker than the twin's
 (0.766 vs 0.787): it is trained at t near 0 rarely (logit-normal times), so
