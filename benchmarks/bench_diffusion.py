@@ -90,6 +90,7 @@ comparable within a column of one call; t0 = model.sample_t_start):
   diffusion                 8   1   .5   0.765    618
   diffusion                 8   4   .5   0.778    987
   diffusion                 4   4   .5   0.777    441  gap probs of the last 4 steps averaged
+  diffusion                 4   4   .8   0.779    658  gap probs of the last 4 steps averaged
   (whole fold, 1,060 notebooks: cells ranker 0.7872, one-shot 0.7739,
   diffusion K=1 S=1 0.7523, K=1 S=4 0.7630.)
 
