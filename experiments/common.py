@@ -296,12 +296,15 @@ def _threading_excepthook(args):
 
 
 class _OneLineExceptions(std_logging.Filter):
-  """Log records that carry an exception (asyncio's "Task exception was never
-  retrieved", Orbax's failed reader threads) lose the traceback and keep its
-  first line, unless the traceback was asked for."""
+  """Log records that carry an exception lose the traceback and keep its first
+  line, unless the traceback was asked for; asyncio's "Task exception was never
+  retrieved" (Orbax's readers of a damaged checkpoint, logged at exit after the
+  one `error:` line) is dropped."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.exc_info and record.exc_info[1] is not None and not _want_traceback():
+      if record.name == "asyncio" and str(record.msg).startswith("Task exception was never"):
+        return False  # a reader Orbax gave up on: its failure was reported already
       e = record.exc_info[1]
       first = (record.getMessage().splitlines() or [""])[0]
       record.msg = f"{first} ({type(e).__name__}: {_first_line(e)})"
