@@ -98,13 +98,19 @@ def model_config(cls, model: Mapping[str, Any], **fields):
   return cls(**kwargs, **fields)
 
 
+def family_module(name: str) -> tuple[Any, type]:
+  """(module, config dataclass) of the registered family `name` (MODELS)."""
+  mod_name, cls_name = MODELS[name]
+  module = importlib.import_module(mod_name)
+  return module, getattr(module, cls_name)
+
+
 def family_from_config(config, vocab_size: int) -> Family:
   name = config.model.name
   if name not in MODELS:
     raise ValueError(f"unknown model.name {name!r}; known: {sorted(MODELS)}")
-  mod_name, cls_name = MODELS[name]
-  module = importlib.import_module(mod_name)
-  cfg = model_config(getattr(module, cls_name), config.model, vocab_size=vocab_size)
+  module, cls = family_module(name)
+  cfg = model_config(cls, config.model, vocab_size=vocab_size)
   workspace = config.model.get("workspace", "")
   if getattr(cfg, "encoder_name", ""):
     if not workspace:
@@ -378,9 +384,7 @@ def _new_model_key_at_default(key: str, old: Any, new: Any, config_json: Mapping
   model = config_json.get("model", {})
   if old != "<absent>" or not key.startswith("model.") or model.get("name") not in MODELS:
     return False
-  mod_name, cls_name = MODELS[model["name"]]
-  fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(mod_name),
-                                                          cls_name))}
+  fields = {f.name: f for f in dataclasses.fields(family_module(model["name"])[1])}
   f = fields.get(key[len("model."):])
   return f is not None and f.default is not dataclasses.MISSING and f.default == new
 
