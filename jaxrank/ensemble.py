@@ -210,6 +210,9 @@ def shared_config(configs: Sequence[Any]) -> Any:
   when all validated on the same notebooks (same `config.data` split fields),
   else None."""
   def split_of(c):
-    return tuple(json.dumps(c.data.get(f), default=str) for f in _SPLIT_FIELDS)
+    fields = _SPLIT_FIELDS
+    if c.data.get("val_ancestors") or c.data.get("val_sources"):  # the folds play no part
+      fields = tuple(f for f in fields if f not in ("n_folds", "fold", "seed"))
+    return tuple(json.dumps(c.data.get(f), default=str) for f in fields)
 
   return configs[0] if all(split_of(c) == split_of(configs[0]) for c in configs) else None

@@ -61,13 +61,10 @@ def notebook_pairs(nb: Notebook) -> list[tuple[str, str]]:
 
 
 def training_notebooks(notebooks: Sequence[Notebook], data_cfg) -> list[Notebook]:
-  """The notebooks whose orders fine-tuning may read: all but ancestor-grouped fold
-  `data_cfg.fold` of `data_cfg.n_folds` (the rankers' split), or all if fold < 0."""
-  if data_cfg.fold < 0:
-    return list(notebooks)
-  train, _ = folds.split_train_val(notebooks, fold=data_cfg.fold, n_folds=data_cfg.n_folds,
-                                   seed=data_cfg.seed)
-  return train
+  """The notebooks whose orders fine-tuning may read: the rankers' training side of
+  `folds.split_by_config` (all but `data.val_sources` / `data.val_ancestors` if set,
+  else all but ancestor-grouped fold `data.fold` of `data.n_folds`; fold < 0: all)."""
+  return folds.split_by_config(notebooks, data_cfg)[0]
 
 
 class PairBatches:

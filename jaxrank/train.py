@@ -150,29 +150,8 @@ def load_notebooks(data_cfg) -> list[Notebook]:
 
 
 def split_data(nbs, data_cfg) -> tuple[list[Notebook], list[Notebook]]:
-  """(train, val): the chosen validation set (`data.val_ancestors` / `data.val_sources`,
-  comma-separated) if any, else ancestor-grouped fold `data.fold` of `data.n_folds`."""
-  val_ancestors = _names(data_cfg.get("val_ancestors", ""))
-  val_sources = set(_names(data_cfg.get("val_sources", "")))
-  if val_ancestors or val_sources:
-    ids = []
-    if val_sources:
-      repo_of = nb_io.read_sources(data_cfg.data_dir)
-      unknown = sorted(val_sources - set(repo_of.values()))
-      if unknown:
-        raise ValueError(f"data.val_sources: no notebook of {data_cfg.data_dir} comes from "
-                         f"{unknown} (sources.csv repos: {sorted(set(repo_of.values()))[:20]})")
-      ids = [i for i, r in repo_of.items() if r in val_sources]
-    return folds.split_chosen(nbs, ancestors=val_ancestors, notebook_ids=ids)
-  if data_cfg.n_folds <= 1:
-    return list(nbs), []
-  return folds.split_train_val(nbs, fold=data_cfg.fold, n_folds=data_cfg.n_folds, seed=data_cfg.seed)
-
-
-def _names(value) -> list[str]:
-  """A comma-separated string (or a list) -> its non-empty, stripped items."""
-  items = value.split(",") if isinstance(value, str) else list(value or ())
-  return [str(v).strip() for v in items if str(v).strip()]
+  """(train, val) as `data_cfg` chooses them (`folds.split_by_config`)."""
+  return folds.split_by_config(nbs, data_cfg)
 
 
 def fit_buckets(train_nbs, val_nbs, buckets) -> tuple[list[Notebook], list[Notebook]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -112,3 +113,15 @@ def test_evaluate_and_predict_score_an_ensemble_of_two_runs(runs):
        f"--output={out}")
   test = notebooks.load_split(sample, "test")
   submission.validate_submission(submission.read_submission(out), test)
+
+
+def test_shared_config_ignores_fold_and_seed_under_a_chosen_validation_set():
+  def cfg(**data):
+    fields = dict(data_dir="D", split="train", n_folds=1, fold=0, seed=0, max_notebooks=0,
+                  val_ancestors="", val_sources="")
+    return ml_collections.ConfigDict({"data": {**fields, **data}})
+  held = [cfg(val_sources="a/b", seed=0), cfg(val_sources="a/b", seed=1, n_folds=5)]
+  assert ensemble.shared_config(held) is held[0]  # the same notebooks validate
+  assert ensemble.shared_config([cfg(val_sources="a/b"), cfg(val_sources="a/c")]) is None
+  folded = [cfg(n_folds=5, seed=0), cfg(n_folds=5, seed=1)]  # different folds
+  assert ensemble.shared_config(folded) is None

@@ -20,12 +20,12 @@ from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from tests.conftest import FAST_XLA
 from tests.tiny import tiny_pretrain_config
-from tests.helpers import run_module as _run
 from tests.test_multi_data import split_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "launch" / "pipeline.sh"
-STAGES = ["import", "pairs", "encode", "member0", "ensemble"]
+STAGES = ["import", "pairs", "encode", "member0", "ensemble", "score"]
+HELD_OUT = "Kaggle/learntools"  # VAL_SOURCES of the local test: the recipe measured
 
 
 def _env(ws: Path, **extra) -> dict[str, str]:
@@ -55,8 +55,9 @@ def test_local_pipeline_killed_resumes_skips_done_stages_and_leaves_an_ensemble(
   dirs = ",".join(str(d) for d in split_sample(root / "data"))
   cmd = ["bash", str(PIPELINE), "--local", "--quick", f"--data_dir={dirs}", "--name=best",
          "--members=1"]
+  env = _env(ws, VAL_SOURCES=HELD_OUT)
   log = open(root / "first.log", "w")
-  p = subprocess.Popen(cmd, cwd=root, env=_env(ws), stdout=log, stderr=subprocess.STDOUT,
+  p = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                        start_new_session=True)
   deadline = time.time() + 400
   while "encode" not in _marks(ws, "best") and p.poll() is None and time.time() < deadline:
@@ -67,8 +68,10 @@ def test_local_pipeline_killed_resumes_skips_done_stages_and_leaves_an_ensemble(
   assert list(first) == ["import", "pairs", "encode"], (root / "first.log").read_text()[-3000:]
   assert "already present: model rb-tiny" in (root / "first.log").read_text()
   store.read_manifest(store.Workspace(ws), "best-pairs")  # the fine-tuned encoder is stored
+  pairs_log = (ws / "pipelines" / "best" / "pairs" / "local.log").read_text()
+  assert f"--config.data.val_sources={HELD_OUT}" in pairs_log  # its orders were not read
 
-  out = subprocess.run(cmd, cwd=root, env=_env(ws), capture_output=True, text=True, timeout=600)
+  out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
   for s in ("import", "pairs", "encode"):
     assert f"stage {s}: done before, skipped" in out.stdout
@@ -80,13 +83,13 @@ def test_local_pipeline_killed_resumes_skips_done_stages_and_leaves_an_ensemble(
     assert json.loads((r / "run.json").read_text())["status"] == "done"
     cfg = json.loads((r / "config.json").read_text())
     assert cfg["data"]["data_dir"] == dirs and cfg["features"]["encoder"] == "best-pairs"
-  # The ensemble run scores like a run.
-  p = _run("experiments.evaluate", f"--workdir={ws / 'runs' / 'best'}", f"--data_dir={dirs}",
-           "--split=train", env_extra={"JAXRANK_HOME": str(ws)})
-  tau = json.loads((ws / "runs" / "best" / "eval" / "train.json").read_text())["metrics"]
-  assert -1 <= tau["kendall_tau"] <= 1
+    assert cfg["data"]["val_sources"] == HELD_OUT
+  # The score stage scored the ensemble run on the held-out repository's notebooks.
+  val = json.loads((ws / "runs" / "best" / "eval" / "train_val.json").read_text())["metrics"]
+  held = [i for i, r in nb_io.read_sources(dirs).items() if r == HELD_OUT]
+  assert -1 <= val["kendall_tau"] <= 1 and 0 < val["n_notebooks"] <= len(held)
   # A third run has nothing left to do.
-  out = subprocess.run(cmd, cwd=root, env=_env(ws), capture_output=True, text=True, timeout=120)
+  out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and out.stdout.count("done before, skipped") == len(STAGES)
 
 

