@@ -355,11 +355,19 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
   return out
 
 
+# Non-model config keys added since runs began, with the value that keeps the old
+# behaviour (model.* keys are checked against the model dataclass's defaults).
+_ADDED_KEYS = {"features.cell_shape": False}
+
+
 def _new_model_key_at_default(key: str, old: Any, new: Any, config_json: Mapping[str, Any]
                               ) -> bool:
   """Whether `key` is a `model.*` field the run's config.json predates, set to the
-  model dataclass's default: code that added a field keeps the old behaviour at
-  its default, so a run started before it resumes."""
+  model dataclass's default (or a key of `_ADDED_KEYS` at its old-behaviour value):
+  code that added a field keeps the old behaviour at its default, so a run started
+  before it resumes."""
+  if old == "<absent>" and key in _ADDED_KEYS:
+    return new == _ADDED_KEYS[key]
   model = config_json.get("model", {})
   if old != "<absent>" or not key.startswith("model.") or model.get("name") not in MODELS:
     return False

@@ -22,7 +22,7 @@ from jaxrank import features, hf, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
 from jaxrank.models import layers, pairs, rankers, roberta
-from jaxrank.text import bow
+from jaxrank.text import bow, cell_shape
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
 from tests import helpers
@@ -109,6 +109,18 @@ def test_encoder_items_carry_the_lexical_similarity_in_layout_order(ws, tmp_path
     np.testing.assert_allclose(it["sim_lex"].astype(np.float32), want, atol=2e-3)
 
 
+def test_encoder_items_carry_each_cells_form_when_asked(ws, tmp_path):
+  nbs = nb_io.load_split(sample_data_dir(), "train")[:3]
+  cfg = {"kind": "encoder", "workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16,
+         "cache_dir": str(tmp_path / "cache"), "cell_shape": True}
+  f, items = features.fit_any(cfg, nbs)
+  assert ef.load(_saved(f, tmp_path)).cell_shape
+  for nb, it in zip(nbs, items):
+    perm = it["cell_index"]
+    want = cell_shape.shapes([nb.sources[i] for i in perm], [nb.cell_types[i] for i in perm])
+    np.testing.assert_allclose(it["shape"].astype(np.float32), want, atol=1e-3)
+
+
 def _saved(featurizer, tmp_path):
   ef.save(featurizer, tmp_path / "run")
   return tmp_path / "run"
@@ -138,7 +150,8 @@ def test_gap_similarity_features_read_the_code_cells_around_each_gap():
 
 @pytest.mark.parametrize("overrides", [
     {"model.key_mlp": False},  # no transformer at all: the BOW-MLP recipe on vectors
-    {"model.use_bilinear": True, "model.use_lexical": False}])
+    {"model.use_bilinear": True, "model.use_lexical": False},
+    {"features.cell_shape": True}])  # the cells' form features feed transformer and key
 def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
   cfg = tiny_cells_config(ws, **overrides)
   nbs = train.load_notebooks(cfg.data)[:4]
@@ -151,6 +164,7 @@ def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
   params = model.init({"params": jax.random.key(0)}, arrays)["params"]
   assert ("cells" in params) == bool(cfg.model.key_mlp or cfg.model.use_bilinear)
   assert ("gap_query" in params) == bool(cfg.model.use_bilinear)
+  assert ("shape_key" in params) == ("shape" in arrays) == bool(cfg.features.cell_shape)
   out = model.apply({"params": params}, arrays)
   probs = np.asarray(jax.nn.softmax(out["gap_logits"], -1))
   for row, nb in enumerate(nbs):

@@ -81,6 +81,7 @@ def encoder_features(**overrides) -> ml_collections.ConfigDict:
   f.max_chars = 2000
   f.batch_rows = 64
   f.lexical_sim = True  # adds batch["sim_lex"], the per-notebook word TF-IDF cosine
+  f.cell_shape = False  # adds batch["shape"], each cell's form (jaxrank.text.cell_shape)
   f.update(overrides)
   return f
 

@@ -32,6 +32,7 @@ from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
 from jaxrank.models import roberta
+from jaxrank.text import cell_shape
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class EncoderFeaturizer:
   batch_rows: int = 64
   dim: int = 0
   lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
+  cell_shape: bool = False  # also `shape`, each cell's form (`jaxrank.text.cell_shape`)
   # Compute dtype of the encoder ("float32", or "bfloat16": its own cache folder).
   dtype: str = "float32"
   _state: Any = dataclasses.field(default=None, repr=False, compare=False)
@@ -185,7 +187,7 @@ class EncoderFeaturizer:
     return {"workspace": self.workspace, "encoder": self.encoder, "cache_dir": self.cache_dir,
             "max_tokens": self.max_tokens, "max_chars": self.max_chars,
             "batch_rows": self.batch_rows, "dim": self.dim, "lexical_sim": self.lexical_sim,
-            "dtype": self.dtype}
+            "dtype": self.dtype, "cell_shape": self.cell_shape}
 
   def _model(self):
     if self._state is None:
@@ -253,6 +255,7 @@ def from_config(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
   return EncoderFeaturizer(str(ws.root), cfg["encoder"], cache_dir, int(cfg.get("max_tokens", 64)),
                            int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 64)),
                            lexical_sim=bool(cfg.get("lexical_sim", False)),
+                           cell_shape=bool(cfg.get("cell_shape", False)),
                            dtype=str(cfg.get("encode_dtype", "float32")))
 
 
@@ -271,7 +274,11 @@ def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.
       out["sim_lex"] = bow.lexical_sim([nb.sources[i] for i in perm]).astype(np.float16)
     return out
 
-  return features.per_notebook(notebooks, {"vec": vecs.astype(np.float16)}, sims)
+  per_cell = {"vec": vecs.astype(np.float16)}
+  if f.cell_shape:
+    per_cell["shape"] = cell_shape.shapes(
+        texts, [t for nb in notebooks for t in nb.cell_types]).astype(np.float16)
+  return features.per_notebook(notebooks, per_cell, sims)
 
 
 def fit_items(cfg: Mapping[str, Any], notebooks: Sequence[Notebook]):

@@ -199,6 +199,8 @@ class CellsRanker(nn.Module):
     # transformer state and the notebook's code context.
     key_logit = nn.Dense(1, name="key_linear")(
         nn.LayerNorm(name="key_norm")(v_BxCxE))[..., 0].astype(jnp.float32)
+    if "shape" in batch:
+      key_logit += nn.Dense(1, name="shape_key")(batch["shape"].astype(jnp.float32))[..., 0]
     if cfg.key_mlp:
       feats = layers.with_context(h_BxCxD, code_w, n_code_B)
       key_logit += Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
@@ -248,6 +250,8 @@ class CellsTransformer(nn.Module):
     x = nn.Dropout(cfg.vec_dropout)(x, deterministic=deterministic)
     x = nn.Dense(d, dtype=cfg.dtype, name="in_proj")(x)
     x += nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
+    if "shape" in batch:  # features.cell_shape: each cell's form (heading level, list, plot...)
+      x += nn.Dense(d, dtype=cfg.dtype, name="shape")(batch["shape"].astype(jnp.float32))
     pos = nn.Dense(d, dtype=cfg.dtype, name="pos")(layers.fourier(batch["code_pos"], 16))
     x += jnp.where(is_code[..., None], pos, 0)
     cell_cfg = roberta.EncoderConfig(
