@@ -307,6 +307,7 @@ def test_cell_vectors_replace_the_bag_encoder(batch_and_params):
 
 
 # --- training loop ---------------------------------------------------------------------
+@pytest.mark.slow  # the shared loop's exact resume: tests/test_train.py, test_kill_resume.py
 def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
   cfg = tiny_diffusion_config(**{"data.n_folds": 1})
   # Both runs start from one saved featurizer. A fresh run featurizes with
@@ -322,6 +323,7 @@ def test_two_steps_stop_resume_third_equals_three_uninterrupted(tmp_path):
 
 
 # --- entry points ------------------------------------------------------------------------
+@pytest.mark.slow  # diffusion through the entry points: test_rankers (diffusion_minilm.flags)
 def test_train_evaluate_predict_with_the_diffusion_flagfile(tmp_path):
   tiny = ["--config.data.max_notebooks=30", "--config.data.n_folds=2", "--config.train.steps=2",
           "--config.data.buckets=(128,1024)", "--config.model.hidden_dim=16",

@@ -260,9 +260,18 @@ def test_cells_fine_tuning_the_store_encoder_starts_from_its_weights(ws, tmp_pat
   _, want, _ = hf.load_encoder(ws, "tiny", check_hashes=False)
   for x, y in zip(jax.tree.leaves(state.params["encoder"]), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow  # the shared loop's exact resume: tests/test_train.py, test_kill_resume.py
+def test_cells_fine_tuning_the_store_encoder_resumes_exactly(ws, tmp_path):
+  cfg = tiny_cells_config(ws, **{"features.kind": "subword", "features.tokenizer": "tiny",
+                                 "model.cell_input": "tokens", "model.encoder_name": "tiny",
+                                 "data.cells_per_batch": 128, "data.n_folds": 1,
+                                 "data.max_notebooks": 12})
   helpers.stop_resume_equals_uninterrupted(cfg, tmp_path)
 
 
+@pytest.mark.slow  # the shared loop's exact resume: tests/test_train.py, test_kill_resume.py
 def test_pointwise_resume(ws, tmp_path):
   # No validation here (the cell-level test covers evaluation): one compiled shape.
   cfg = tiny_pointwise_config(ws, **{"data.n_folds": 1, "data.max_notebooks": 12})
