@@ -42,6 +42,9 @@ _IO = re.compile(r"read_csv|to_csv|open\(|\.load\(|\.save\(|submission", re.I)
 # Both (22-23): length and non-empty lines, log-scaled (the model's type embedding
 # tells the two kinds apart).
 SHAPE_DIM = 24
+_MARKDOWN_FLAGS = ((6, _HEADING_ANY), (7, _IMAGE), (8, _LINK), (9, _LIST), (10, _MATH),
+                   (11, _HTML))
+_CODE_FLAGS = ((14, _DEF), (15, _PLOT), (16, _MAGIC), (17, _PRINT), (18, _FIT), (19, _IO))
 
 
 def _log_scale(n: int, top: float) -> float:
@@ -56,12 +59,7 @@ def cell_shape(source: str, cell_type: str) -> np.ndarray:
   if cell_type == CODE:
     imports = len(_IMPORT.findall(text))
     out[13] = imports > 0
-    out[14] = bool(_DEF.search(text))
-    out[15] = bool(_PLOT.search(text))
-    out[16] = bool(_MAGIC.search(text))
-    out[17] = bool(_PRINT.search(text))
-    out[18] = bool(_FIT.search(text))
-    out[19] = bool(_IO.search(text))
+    _flags(out, text, _CODE_FLAGS)
     out[20] = imports > 0 and imports == sum(not ln.lstrip().startswith("#") for ln in lines)
     out[21] = len(lines) == 1
     _sizes(out, text, lines)
@@ -69,15 +67,15 @@ def cell_shape(source: str, cell_type: str) -> np.ndarray:
   m = _HEADING.match(text)
   if m:
     out[len(m.group(1)) - 1] = 1.0
-  out[6] = bool(_HEADING_ANY.search(text))
-  out[7] = bool(_IMAGE.search(text))
-  out[8] = bool(_LINK.search(text))
-  out[9] = bool(_LIST.search(text))
-  out[10] = bool(_MATH.search(text))
-  out[11] = bool(_HTML.search(text))
+  _flags(out, text, _MARKDOWN_FLAGS)
   out[12] = text.endswith(":")
   _sizes(out, text, lines)
   return out
+
+
+def _flags(out: np.ndarray, text: str, flags) -> None:
+  for slot, pattern in flags:
+    out[slot] = pattern.search(text) is not None
 
 
 def _sizes(out: np.ndarray, text: str, lines: list[str]) -> None:
