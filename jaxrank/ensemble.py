@@ -36,13 +36,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxrank import decode, features, io_utils, windows
-from jaxrank.data import targets
+from jaxrank.data import folds, targets
 from jaxrank.data.types import Notebook
 
 ENSEMBLE_FILE = "ensemble.json"
-# config.data fields that decide which notebooks a run validated on.
-_SPLIT_FIELDS = ("data_dir", "split", "n_folds", "fold", "seed", "max_notebooks",
-                 "val_ancestors", "val_sources")
+# config.data fields that decide which notebooks are split (folds.split_fields: how).
+_LOAD_FIELDS = ("data_dir", "split", "max_notebooks")
 
 
 def is_ensemble_run(folder: str | os.PathLike) -> bool:
@@ -210,9 +209,7 @@ def shared_config(configs: Sequence[Any]) -> Any:
   when all validated on the same notebooks (same `config.data` split fields),
   else None."""
   def split_of(c):
-    fields = _SPLIT_FIELDS
-    if c.data.get("val_ancestors") or c.data.get("val_sources"):  # the folds play no part
-      fields = tuple(f for f in fields if f not in ("n_folds", "fold", "seed"))
-    return tuple(json.dumps(c.data.get(f), default=str) for f in fields)
+    fields = _LOAD_FIELDS + folds.split_fields(c.data)
+    return tuple((f, json.dumps(c.data.get(f), default=str)) for f in fields)
 
   return configs[0] if all(split_of(c) == split_of(configs[0]) for c in configs) else None

@@ -360,8 +360,8 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
 _ADDED_KEYS = {"features.cell_shape": False}
 
 
-def _new_model_key_at_default(key: str, old: Any, new: Any, config_json: Mapping[str, Any]
-                              ) -> bool:
+def _added_key_at_old_value(key: str, old: Any, new: Any, config_json: Mapping[str, Any]
+                            ) -> bool:
   """Whether `key` is a `model.*` field the run's config.json predates, set to the
   model dataclass's default (or a key of `_ADDED_KEYS` at its old-behaviour value):
   code that added a field keeps the old behaviour at its default, so a run started
@@ -387,8 +387,8 @@ def _check_resume_config(rec: results.RunRecorder, config_json: dict, ws: store.
     old = ws.portable(ws.resolve(results.load_json_object(path)))
   except ValueError:
     return  # a damaged config.json: the run's own files say what it was (results' problems)
-  changes = [c for c in config_changes(old, config_json) if not _new_model_key_at_default(*c,
-                                                                                     config_json)]
+  changes = [c for c in config_changes(old, config_json)
+             if not _added_key_at_old_value(*c, config_json)]
   if not changes:
     return
   listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)

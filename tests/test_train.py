@@ -84,7 +84,7 @@ def test_resume_accepts_a_model_field_added_since_at_its_default_only(tmp_path):
 
 def test_resume_accepts_a_features_key_added_since_at_its_old_behaviour_only():
   cfg = {"model": {"name": "roberta_cells"}, "features": {"cell_shape": False}}
-  assert train._new_model_key_at_default("features.cell_shape", "<absent>", False, cfg)  # pylint: disable=protected-access
-  assert not train._new_model_key_at_default("features.cell_shape", "<absent>", True, cfg)  # pylint: disable=protected-access
-  assert not train._new_model_key_at_default("features.cell_shape", True, False, cfg)  # pylint: disable=protected-access
-  assert not train._new_model_key_at_default("features.encoder", "<absent>", "m", cfg)  # pylint: disable=protected-access
+  assert train._added_key_at_old_value("features.cell_shape", "<absent>", False, cfg)  # pylint: disable=protected-access
+  assert not train._added_key_at_old_value("features.cell_shape", "<absent>", True, cfg)  # pylint: disable=protected-access
+  assert not train._added_key_at_old_value("features.cell_shape", True, False, cfg)  # pylint: disable=protected-access
+  assert not train._added_key_at_old_value("features.encoder", "<absent>", "m", cfg)  # pylint: disable=protected-access

@@ -129,6 +129,16 @@ def split_by_config(notebooks: Sequence[Notebook], data_cfg) -> tuple[list[Noteb
                          seed=data_cfg.seed)
 
 
+def split_fields(data_cfg) -> tuple[str, ...]:
+  """The `data` fields that decide `split_by_config`'s validation set, given the
+  notebooks: the chosen sets if any is set (the folds then play no part), else also
+  the fold's."""
+  chosen = ("val_ancestors", "val_sources")
+  if any(data_cfg.get(f) for f in chosen):
+    return chosen
+  return ("n_folds", "fold", "seed") + chosen
+
+
 def _names(value) -> list[str]:
   """A comma-separated string (or a list) -> its non-empty, stripped items."""
   items = value.split(",") if isinstance(value, str) else list(value or ())

@@ -21,8 +21,8 @@ import numpy as np
 
 from jaxrank.data.types import CODE
 
-_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s")
-_HEADING_ANY = re.compile(r"^\s{0,3}#{1,6}\s", re.M)
+# `.match` reads the first line's heading (its level is group 1), `.search` any line's.
+_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s", re.M)
 _IMAGE = re.compile(r"!\[|<img\b", re.I)
 _LINK = re.compile(r"\]\(|https?://|<a\s", re.I)
 _LIST = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s", re.M)
@@ -42,7 +42,7 @@ _IO = re.compile(r"read_csv|to_csv|open\(|\.load\(|\.save\(|submission", re.I)
 # Both (22-23): length and non-empty lines, log-scaled (the model's type embedding
 # tells the two kinds apart).
 SHAPE_DIM = 24
-_MARKDOWN_FLAGS = ((6, _HEADING_ANY), (7, _IMAGE), (8, _LINK), (9, _LIST), (10, _MATH),
+_MARKDOWN_FLAGS = ((6, _HEADING), (7, _IMAGE), (8, _LINK), (9, _LIST), (10, _MATH),
                    (11, _HTML))
 _CODE_FLAGS = ((14, _DEF), (15, _PLOT), (16, _MAGIC), (17, _PRINT), (18, _FIT), (19, _IO))
 
