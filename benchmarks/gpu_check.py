@@ -145,14 +145,14 @@ def encode(sz: dict, cfg_path: Path, torch_py: str | None) -> dict:
   for dtype in ("bfloat16", "float32"):
     cfg = roberta.EncoderConfig.from_hf(sz["config"], dtype=dtype).replace(
         hidden_dropout=0.0, attention_dropout=0.0)
-    fn = ef.make_encode_fn(cfg, roberta.init_params(cfg, jax.random.key(0)), rows)
-    ef.encode_bucketed(fn, ids, 0, rows)  # compiles every width
+    fn = ef.make_encode_fn(cfg, roberta.init_params(cfg, jax.random.key(0)), rows * 64)
+    ef.encode_bucketed(fn, ids, 0)  # compiles every width
     t = time.perf_counter()
-    ef.encode_bucketed(fn, ids, 0, rows)
+    ef.encode_bucketed(fn, ids, 0)
     out[f"ours_{dtype}_cells_per_s"] = n / (time.perf_counter() - t)
     if torch_py:
       with tempfile.TemporaryDirectory() as tmp:
-        r, _ = bench_encoder.torch_encode(torch_py, cfg_path.parent, ids, rows,
+        r, _ = bench_encoder.torch_encode(torch_py, cfg_path.parent, ids, rows * 64,
                                           os.cpu_count() or 1, dtype, dev, tmp)
       if "error" in r:
         out[f"torch_{dtype}_error"] = r["error"][-600:]

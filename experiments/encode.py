@@ -35,7 +35,9 @@ _SPLIT = flags.DEFINE_string("split", "train", "Split (folder under D) to encode
 _ENCODER = flags.DEFINE_string("encoder", "minilm-l6", "Store model to encode with.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "Tokens per cell (features.max_tokens).")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 2000, "Characters per cell (features.max_chars).")
-_BATCH_ROWS = flags.DEFINE_integer("batch_rows", 64, "Cells per encoder call.")
+_BATCH_ROWS = flags.DEFINE_integer(
+    "batch_rows", 32, "Cells per encoder call at --max_tokens; shorter cells go more to a call "
+    "(about batch_rows x max_tokens tokens each).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Encoder compute dtype (features.encode_dtype); bfloat16 vectors "
                            "go to their own cache folder (L<max_tokens>-bfloat16).")

@@ -357,7 +357,9 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
 
 # Non-model config keys added since runs began, with the value that keeps the old
 # behaviour (model.* keys are checked against the model dataclass's defaults).
-_ADDED_KEYS = {"features.cell_shape": False}
+_ADDED_KEYS = {"features.cell_shape": False, "features.encode_dtype": "float32"}
+# Keys that set speed, not results (cells per encoder call): a resume may change them.
+_SPEED_KEYS = frozenset({"features.batch_rows"})
 
 
 def _added_key_at_old_value(key: str, old: Any, new: Any, config_json: Mapping[str, Any]
@@ -388,7 +390,7 @@ def _check_resume_config(rec: results.RunRecorder, config_json: dict, ws: store.
   except ValueError:
     return  # a damaged config.json: the run's own files say what it was (results' problems)
   changes = [c for c in config_changes(old, config_json)
-             if not _added_key_at_old_value(*c, config_json)]
+             if c[0] not in _SPEED_KEYS and not _added_key_at_old_value(*c, config_json)]
   if not changes:
     return
   listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)

@@ -97,7 +97,7 @@ def test_vectors_equal_the_previous_loop_and_read_its_cache(tiny_ws, tmp_path):
   want[order] = legacy
   # float32 outputs agree to rounding; the float16 cache differs at most by one float16 step.
   ids = sw.tokenize(tok, clean, 16, 2000)
-  np.testing.assert_allclose(ef.encode_bucketed(encode, ids, tok.pad_token_id, 64), want,
+  np.testing.assert_allclose(ef.encode_bucketed(encode, ids, tok.pad_token_id), want,
                              rtol=0, atol=1e-6)
   np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float16).astype(np.float32),
                              rtol=2 ** -10, atol=1e-7)
@@ -157,10 +157,10 @@ def test_minilm_bucketed_float32_matches_the_previous_loop_and_bf16_agrees(minil
   want = np.empty((len(texts), 384), np.float32)
   want[order] = encode_reference.legacy_vectors(tok, encode, texts, 32, 2000, 32)
   ids = sw.tokenize(tok, texts, 32, 2000)
-  got = ef.encode_bucketed(encode, ids, tok.pad_token_id, 32)
+  got = ef.encode_bucketed(encode, ids, tok.pad_token_id)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
   fb = ef.EncoderFeaturizer(str(minilm_ws.root), "minilm-l6", "unused", 32, 2000, 32,
                             dtype="bfloat16")
   _, _, encode_bf16 = fb._model()
-  cos = encode_reference.cosines(ef.encode_bucketed(encode_bf16, ids, tok.pad_token_id, 32), got)
+  cos = encode_reference.cosines(ef.encode_bucketed(encode_bf16, ids, tok.pad_token_id), got)
   assert cos["mean"] > 0.995 and cos["min"] > 0.98, cos

@@ -88,3 +88,20 @@ def test_resume_accepts_a_features_key_added_since_at_its_old_behaviour_only():
   assert not train._added_key_at_old_value("features.cell_shape", "<absent>", True, cfg)  # pylint: disable=protected-access
   assert not train._added_key_at_old_value("features.cell_shape", True, False, cfg)  # pylint: disable=protected-access
   assert not train._added_key_at_old_value("features.encoder", "<absent>", "m", cfg)  # pylint: disable=protected-access
+
+
+def test_resume_ignores_a_speed_key_but_not_a_result_key(tmp_path):
+  """Cells per encoder call (`features.batch_rows`, whose default changed) set speed,
+  not results: a run started with another value resumes; a result key still refuses."""
+  train.train_and_evaluate(tiny_bow_config(**{"train.steps": 1}), tmp_path)
+  cfg_file = tmp_path / "config.json"
+  old = json.loads(cfg_file.read_text())
+  old["features"]["batch_rows"] = 64
+  cfg_file.write_text(json.dumps(old))
+  out = train.train_and_evaluate(tiny_bow_config(**{"train.steps": 1}), tmp_path)
+  assert out["status"] == "done"
+  old = json.loads(cfg_file.read_text())
+  old["features"]["max_tokens_unknown"] = 3
+  cfg_file.write_text(json.dumps(old))
+  with pytest.raises(train.ConfigChangedError, match="features.max_tokens_unknown"):
+    train.train_and_evaluate(tiny_bow_config(**{"train.steps": 1}), tmp_path)
