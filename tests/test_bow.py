@@ -144,3 +144,59 @@ def test_items_of_the_fast_path_match_the_old_path():
                                    atol=1e-3, rtol=0)
       else:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_parallel_counts_in_spawned_processes_equal_one_process():
+  from jaxrank.text import word_counts  # pylint: disable=g-import-not-at-top
+  _, texts = _sample_texts()
+  f, _ = bow.BowFeaturizer.fit_transform(texts, bow.BowConfig())
+  v = f.vectorizers["word"]
+  lookup = word_counts.Lookup(v.vocabulary_, v.ngram_range)
+  one = word_counts.counts(v, texts, lookup)
+  two = word_counts.parallel_counts(v, texts, lookup, workers=2, chunk=997, min_texts=0)
+  assert two.has_sorted_indices and two.shape == one.shape
+  for a in ("indptr", "indices", "data"):
+    np.testing.assert_array_equal(getattr(two, a), getattr(one, a))
+
+
+def test_vocabulary_from_a_sample_idf_from_every_cell():
+  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
+  _, texts = _sample_texts()
+  cfg = bow.BowConfig(word_vocab=2_000, fit_cells=len(texts) // 3)
+  fast, x_fast = bow.BowFeaturizer.fit_transform(texts, cfg)
+  plain, x_plain = bow.BowFeaturizer.fit_transform(texts, cfg, fast=False)
+  vf, vp = fast.vectorizers["word"], plain.vectorizers["word"]
+  assert vf.vocabulary_ == {k: int(i) for k, i in vp.vocabulary_.items()}
+  assert len(vf.vocabulary_) == 2_000
+  # scikit-learn on the seeded sample chooses the same terms ...
+  pick = np.sort(np.random.default_rng(0).choice(len(texts), cfg.fit_cells, replace=False))
+  ref = TfidfVectorizer(token_pattern=bow.TOKEN_PATTERN, ngram_range=(1, 2), max_features=2_000,
+                        min_df=2, sublinear_tf=True, dtype=np.float32)
+  ref.fit([texts[i][:cfg.max_chars] for i in pick])
+  assert set(ref.vocabulary_) == set(vf.vocabulary_)
+  # ... and the idf is every cell's, not the sample's.
+  whole = TfidfVectorizer(token_pattern=bow.TOKEN_PATTERN, ngram_range=(1, 2), sublinear_tf=True,
+                          vocabulary=vf.vocabulary_, dtype=np.float32)
+  whole.fit([t[:cfg.max_chars] for t in texts])
+  np.testing.assert_array_equal(vf.idf_, whole.idf_)
+  assert not np.array_equal(vf.idf_, ref.idf_[[ref.vocabulary_[t] for t in sorted(
+      vf.vocabulary_, key=vf.vocabulary_.get)]])
+  x_plain.sort_indices()
+  assert (x_plain != x_fast).nnz == 0
+
+
+def test_parallel_counts_survive_a_failing_worker(monkeypatch, caplog):
+  from jaxrank.text import word_counts  # pylint: disable=g-import-not-at-top
+  _, texts = _sample_texts()
+  texts = texts[:3000]
+  f, _ = bow.BowFeaturizer.fit_transform(texts, bow.BowConfig())
+  v = f.vectorizers["word"]
+  lookup = word_counts.Lookup(v.vocabulary_, v.ngram_range)
+  one = word_counts.counts(v, texts, lookup)
+  for exe in ("/bin/false", "/no/such/python"):  # dies at once / cannot start
+    monkeypatch.setattr(word_counts.sys, "executable", exe)
+    with caplog.at_level("WARNING"):
+      got = word_counts.parallel_counts(v, texts, lookup, workers=2, chunk=1000, min_texts=0)
+    assert "word count worker failed" in caplog.text
+    assert (got != one).nnz == 0 and got.shape == one.shape
+    caplog.clear()

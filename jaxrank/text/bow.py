@@ -46,6 +46,9 @@ class BowConfig:
   min_df: int = 2
   max_chars: int = 5_000  # cells are truncated to this many chars before featurizing
   max_terms: int = 48  # K: terms kept per cell (highest weight first)
+  # The vocabulary is chosen from at most this many cells (a seeded sample when
+  # there are more; the idf is always every cell's); 0 = every cell.
+  fit_cells: int = 250_000
 
 
 def _truncate(texts: Sequence[str], max_chars: int) -> list[str]:
@@ -90,15 +93,27 @@ class BowFeaturizer:
       vecs["char"] = TfidfVectorizer(
           analyzer="char_wb", ngram_range=tuple(config.char_ngrams),
           max_features=config.char_vocab, **common)
+    sample = None
+    if config.fit_cells and len(texts) > config.fit_cells:
+      pick = np.random.default_rng(0).choice(len(texts), config.fit_cells, replace=False)
+      sample = [texts[i] for i in np.sort(pick)]
     blocks = []
     for name, v in vecs.items():
       if fast and word_counts.supported(v):
-        vocabulary, counts = word_counts.fit_counts(v, texts)
+        if sample is None:  # exactly scikit-learn's fit_transform
+          vocabulary, counts = word_counts.fit_counts(v, texts)
+        else:  # the vocabulary of the sample, counted on every cell in parallel
+          vocabulary, _ = word_counts.fit_counts(v, sample)
+          counts = word_counts.parallel_counts(
+              v, texts, word_counts.Lookup(vocabulary, v.ngram_range))
         tfidf = _transformer(v).fit(counts)
         vecs[name] = _fixed_vectorizer(_jsonable_params(v), vocabulary,
                                        tfidf.idf_ if v.use_idf else None)
         blocks.append(tfidf.transform(counts, copy=False))
       else:
+        if sample is not None:  # the sample's vocabulary, every cell's idf
+          vecs[name] = v = TfidfVectorizer(**{**v.get_params(),
+                                              "vocabulary": v.fit(sample).vocabulary_})
         blocks.append(v.fit_transform(texts))
     return cls(config, vecs), _with_padding_column(blocks)
 
@@ -111,7 +126,7 @@ class BowFeaturizer:
         if name not in self._fast:
           self._fast[name] = (word_counts.Lookup(v.vocabulary_, v.ngram_range), _transformer(v))
         lookup, tfidf = self._fast[name]
-        blocks.append(tfidf.transform(word_counts.counts(v, texts, lookup), copy=False))
+        blocks.append(tfidf.transform(word_counts.parallel_counts(v, texts, lookup), copy=False))
       else:
         blocks.append(v.transform(texts))
     return _with_padding_column(blocks)

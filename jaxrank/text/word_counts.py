@@ -14,6 +14,11 @@ alphabetically ordered array). `tests/test_bow.py` checks both against
 scikit-learn on the embedded sample. TF-IDF weighting stays scikit-learn's
 `TfidfTransformer`.
 
+`parallel_counts` counts a large list of texts in worker processes (one per
+CPU), chunk by chunk, into the same matrix; with a vocabulary chosen on a
+sample (`BowConfig.fit_cells`) that is how the featurizer scales to Kaggle's
+6.4M cells.
+
 Valid for the word analyzer when tokens cannot contain a space (so that the
 n-gram "a b" is exactly the token pair (a, b)), no stop words and no custom
 analyzer: `supported(vectorizer)`. Anything else takes scikit-learn's path.
@@ -21,13 +26,24 @@ analyzer: `supported(vectorizer)`. Anything else takes scikit-learn's path.
 
 from __future__ import annotations
 
+from concurrent import futures
 import itertools
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
 from collections import defaultdict
 from numbers import Integral
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
 
 # Tokens that may not contain whitespace: bow.TOKEN_PATTERN (identifiers, numbers,
 # single punctuation marks) is the one the featurizer uses.
@@ -80,10 +96,25 @@ class _Tokens:
 
 
 def _csr_counts(doc: np.ndarray, col: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-  """float32 count matrix of (row, column) occurrences, canonical (as scikit-learn's)."""
-  m = sp.coo_matrix((np.ones(len(doc), np.float32), (doc, col)), shape=shape).tocsr()
-  m.sum_duplicates()
-  m.sort_indices()
+  """float32 count matrix of (row, column) occurrences, canonical (as scikit-learn's):
+  one sort of row * n_cols + col (numpy's SIMD sort), runs of equal keys counted."""
+  n_rows, n_cols = shape
+  key = doc.astype(np.int64) * max(n_cols, 1) + col
+  key.sort()
+  if not len(key):
+    return sp.csr_matrix(shape, dtype=np.float32)
+  first = np.empty(len(key), bool)
+  first[0] = True
+  np.not_equal(key[1:], key[:-1], out=first[1:])
+  starts = np.flatnonzero(first)
+  uniq = key[starts]
+  data = np.diff(np.append(starts, len(key))).astype(np.float32)
+  indptr = np.zeros(n_rows + 1, np.int64)
+  np.cumsum(np.bincount(uniq // max(n_cols, 1), minlength=n_rows), out=indptr[1:])
+  idx_dtype = np.int32 if max(len(uniq), n_cols) < 2 ** 31 else np.int64
+  m = sp.csr_matrix((data, (uniq % max(n_cols, 1)).astype(idx_dtype), indptr.astype(idx_dtype)),
+                    shape=shape)
+  m.has_sorted_indices = True
   return m
 
 
@@ -141,6 +172,98 @@ def counts(v, texts: Sequence[str], lookup: Lookup | None = None) -> sp.csr_matr
   """`v.transform`'s count matrix (before TF-IDF) for a fitted vectorizer `v`."""
   lookup = lookup or Lookup(v.vocabulary_, v.ngram_range)
   return lookup.counts(_Tokens(v, texts, lookup.table))
+
+
+def available_cpus() -> int:
+  """CPUs this process may run on (a SLURM job's share, not the node's count)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+def parallel_counts(v, texts: Sequence[str], lookup: Lookup, *, workers: int = 0,
+                    chunk: int = 4096, min_texts: int = 100_000) -> sp.csr_matrix:
+  """`counts(v, texts, lookup)`, the same matrix, counted by `workers` worker
+  processes (default: every available CPU) in chunks of `chunk` texts.
+
+  Workers are plain subprocesses (`python -m jaxrank.text.word_counts`, pickles
+  over their stdin/stdout), not multiprocessing: nothing of a multithreaded
+  parent (jax) is forked and no caller's `__main__` is imported again. Fewer than
+  `min_texts` texts (or one CPU) count here, as starting workers costs about a
+  second. A worker that fails is logged and its chunks are counted here.
+  """
+  workers = min(workers or available_cpus(), -(-len(texts) // chunk))
+  if workers <= 1 or len(texts) < min_texts:
+    return counts(v, texts, lookup)
+  parts = [texts[s:s + chunk] for s in range(0, len(texts), chunk)]
+  blocks: list = [None] * len(parts)
+  root = str(Path(__file__).resolve().parents[2])  # the jaxrank this process runs
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+  setup = pickle.dumps((v, lookup), pickle.HIGHEST_PROTOCOL)
+
+  todo = iter(range(len(parts)))  # chunks go to whichever worker is free
+  lock = threading.Lock()
+
+  def run(_) -> None:
+    proc, errf = None, tempfile.TemporaryFile()  # stderr: a file never fills like a pipe
+    try:
+      proc = subprocess.Popen([sys.executable, "-m", "jaxrank.text.word_counts"], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
+      proc.stdin.write(setup)
+      while True:  # one chunk in flight: the worker reads it whole, then answers
+        with lock:
+          i = next(todo, None)
+        if i is None:
+          break
+        pickle.dump(parts[i], proc.stdin, pickle.HIGHEST_PROTOCOL)
+        proc.stdin.flush()
+        blocks[i] = pickle.load(proc.stdout)
+      proc.stdin.close()
+      proc.wait(timeout=60)
+    except (OSError, EOFError, pickle.UnpicklingError, subprocess.TimeoutExpired) as e:
+      err = []
+      if proc is not None:
+        proc.kill()
+        proc.wait()
+        errf.seek(0)
+        err = errf.read().decode(errors="replace").strip().splitlines()[-3:]
+      log.warning("word count worker failed (%r; %s): counting its chunks here", e,
+                  " | ".join(err) or "no stderr")
+    finally:
+      if proc is not None:
+        for f in (proc.stdin, proc.stdout):
+          try:
+            f.close()
+          except OSError:
+            pass
+        proc.wait()
+      errf.close()
+
+  with futures.ThreadPoolExecutor(workers) as pool:
+    list(pool.map(run, range(workers)))
+  for i, block in enumerate(blocks):
+    if block is None:
+      blocks[i] = counts(v, parts[i], lookup)
+  return sp.vstack(blocks, format="csr")
+
+
+def _worker_main() -> None:
+  """`parallel_counts`'s worker: (vectorizer, lookup), then text chunks, on stdin;
+  each chunk's count matrix on stdout."""
+  inp, out = sys.stdin.buffer, sys.stdout.buffer
+  try:
+    v, lookup = pickle.load(inp)
+  except EOFError:  # nothing sent
+    return
+  while True:
+    try:
+      texts = pickle.load(inp)
+    except EOFError:
+      return
+    pickle.dump(counts(v, texts, lookup), out, pickle.HIGHEST_PROTOCOL)
+    out.flush()
 
 
 def fit_counts(v, texts: Sequence[str]) -> tuple[dict[str, int], sp.csr_matrix]:
@@ -207,3 +330,7 @@ def fit_counts(v, texts: Sequence[str]) -> tuple[dict[str, int], sp.csr_matrix]:
                     dtype=np.float32)
   x.sort_indices()
   return {s: i for i, s in enumerate(strings)}, x
+
+
+if __name__ == "__main__":
+  _worker_main()
