@@ -228,7 +228,7 @@ class EncoderFeaturizer:
         self.dim = cfg.hidden_size
       mk, mt = list(missing), list(missing.values())
       order = np.argsort([len(t) for t in mt], kind="stable")
-      step = -(-save_every // self.batch_rows) * self.batch_rows  # whole batches per chunk
+      step = -(-save_every // self.batch_rows) * self.batch_rows  # cells per chunk (a shard)
       chunks = [order[s:s + step] for s in range(0, len(order), step)]
 
       def token_ids(idx):
