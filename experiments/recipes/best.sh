@@ -14,7 +14,8 @@
 #   ENCODE_DTYPE compute dtype of the encoding stage and the members' featurizer
 #                (bfloat16: 1.2x the cells/s of float32 on 2 cores, cosine 0.99998)
 #   ENCODE_TOKENS tokens per cell the encoding stage and the members read (128: +0.012
-#                tau on the Surfing-Ninja fold over 64, for 1.8x the encoding time)
+#                tau on the Surfing-Ninja fold over 64, for 1.8x the encoding time;
+#                256: -0.001 against 128, one seed)
 #   VAL_SOURCES  repositories (the folders' sources.csv, comma-separated) held out of
 #                every stage to measure the recipe: the fine-tune never reads their
 #                orders, "seeds" members validate on them (empty: train on everything)
