@@ -105,6 +105,15 @@ def test_pipeline_rejects_bad_arguments(tmp_path):
   bad.write_text("stage a -- tests.x\nstage b --after=zz -- tests.x\n")
   p = fails("--local", "--name=x", f"--data_dir={tmp_path}", f"--recipe={bad}")
   assert p.returncode == 2 and "stage b: --after=zz names no stage" in p.stderr
+  sample = str(nb_io.sample_data_dir())
+  for env_extra, msg in [({"MEMBER_KIND": "folds", "VAL_SOURCES": "a/b"}, "set one or the other"),
+                         ({"MEMBER_KIND": "fold"}, "MEMBER_KIND must be seeds or folds")]:
+    p = subprocess.run(["bash", str(PIPELINE), "--local", "--name=x", f"--data_dir={sample}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                       env={**_env(tmp_path / "ws"), **env_extra})
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+    assert not (tmp_path / "ws" / "pipelines" / "x").exists() or not any(
+        (tmp_path / "ws" / "pipelines" / "x").glob("*/done.json"))  # refused before any stage
 
 
 # --- SLURM: the real local slurmctld (tests/slurm_cluster.py) ----------------------------

