@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 from absl import app
 from absl import flags
 
@@ -90,17 +89,14 @@ def _featurize_stages(nbs) -> dict[str, dict[str, float]]:
 
   t = {}
   short = bow._truncate(texts, cfg.max_chars)  # pylint: disable=protected-access
-  v = bow.TfidfVectorizer(analyzer="word", token_pattern=bow.TOKEN_PATTERN,
-                          ngram_range=tuple(cfg.word_ngrams), max_features=cfg.word_vocab,
-                          use_idf=cfg.use_idf, sublinear_tf=cfg.sublinear_tf,
-                          lowercase=cfg.lowercase, min_df=cfg.min_df, dtype=np.float32)
+  v = bow.unfitted_vectorizers(cfg)["word"]
   t0 = time.perf_counter()  # these cells as the sample (a bigger split samples fit_cells)
   vocabulary, _ = word_counts.fit_counts(v, short)
   t["vocabulary (sampled cells)"] = time.perf_counter() - t0
+  fitted = featurizer.vectorizers["word"]
+  fitted_lookup = word_counts.Lookup(fitted.vocabulary_, fitted.ngram_range)
   t0 = time.perf_counter()
-  word_counts.parallel_counts(v_fit := featurizer.vectorizers["word"], ["a b", "c"],
-                              word_counts.Lookup(v_fit.vocabulary_, v_fit.ngram_range),
-                              chunk=1, min_texts=0)
+  word_counts.parallel_counts(fitted, ["a b", "c"], fitted_lookup, chunk=1, min_texts=0)
   start = t["worker start (once)"] = time.perf_counter() - t0
   t0 = time.perf_counter()
   lookup = word_counts.Lookup(vocabulary, v.ngram_range)
@@ -109,11 +105,9 @@ def _featurize_stages(nbs) -> dict[str, dict[str, float]]:
   x_now = tfidf.transform(counts, copy=False)
   t["counts + tfidf (all CPUs)"] = max(time.perf_counter() - t0 - start, 0.0)
   t0 = time.perf_counter()
-  fitted = featurizer.vectorizers["word"]
   now_t = bow._transformer(fitted)  # pylint: disable=protected-access
-  mats["now"] = now_t.transform(word_counts.parallel_counts(
-      fitted, short, word_counts.Lookup(fitted.vocabulary_, fitted.ngram_range), min_texts=0),
-      copy=False)
+  mats["now"] = now_t.transform(
+      word_counts.parallel_counts(fitted, short, fitted_lookup, min_texts=0), copy=False)
   t["tfidf transform"] = max(time.perf_counter() - t0 - start, 0.0)
   t0 = time.perf_counter()
   features_bow._items_from_matrix(featurizer, nbs, bow._with_padding_column([x_now]))  # pylint: disable=protected-access

@@ -55,6 +55,21 @@ def _truncate(texts: Sequence[str], max_chars: int) -> list[str]:
   return [t[:max_chars] for t in texts]
 
 
+def unfitted_vectorizers(config: BowConfig) -> dict[str, TfidfVectorizer]:
+  """The vectorizers `BowFeaturizer.fit_transform` fits: "word", and "char" with
+  `char_ngrams`."""
+  common = dict(use_idf=config.use_idf, sublinear_tf=config.sublinear_tf,
+                lowercase=config.lowercase, min_df=config.min_df, dtype=np.float32)
+  vecs = {"word": TfidfVectorizer(
+      analyzer="word", token_pattern=TOKEN_PATTERN,
+      ngram_range=tuple(config.word_ngrams), max_features=config.word_vocab, **common)}
+  if config.char_ngrams:
+    vecs["char"] = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=tuple(config.char_ngrams),
+        max_features=config.char_vocab, **common)
+  return vecs
+
+
 class BowFeaturizer:
   """Fitted TF-IDF vectorizers plus the bag (top-K) conversion."""
 
@@ -82,17 +97,7 @@ class BowFeaturizer:
     scikit-learn's analyzer (the reference the tests compare with).
     """
     texts = _truncate(texts, config.max_chars)
-    common = dict(use_idf=config.use_idf, sublinear_tf=config.sublinear_tf,
-                  lowercase=config.lowercase, min_df=config.min_df,
-                  dtype=np.float32)
-    vecs = {"word": TfidfVectorizer(
-        analyzer="word", token_pattern=TOKEN_PATTERN,
-        ngram_range=tuple(config.word_ngrams), max_features=config.word_vocab,
-        **common)}
-    if config.char_ngrams:
-      vecs["char"] = TfidfVectorizer(
-          analyzer="char_wb", ngram_range=tuple(config.char_ngrams),
-          max_features=config.char_vocab, **common)
+    vecs = unfitted_vectorizers(config)
     sample = None
     if config.fit_cells and len(texts) > config.fit_cells:
       pick = np.random.default_rng(0).choice(len(texts), config.fit_cells, replace=False)

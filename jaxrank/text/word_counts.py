@@ -99,7 +99,8 @@ def _csr_counts(doc: np.ndarray, col: np.ndarray, shape: tuple[int, int]) -> sp.
   """float32 count matrix of (row, column) occurrences, canonical (as scikit-learn's):
   one sort of row * n_cols + col (numpy's SIMD sort), runs of equal keys counted."""
   n_rows, n_cols = shape
-  key = doc.astype(np.int64) * max(n_cols, 1) + col
+  width = max(n_cols, 1)
+  key = doc.astype(np.int64) * width + col
   key.sort()
   if not len(key):
     return sp.csr_matrix(shape, dtype=np.float32)
@@ -110,9 +111,9 @@ def _csr_counts(doc: np.ndarray, col: np.ndarray, shape: tuple[int, int]) -> sp.
   uniq = key[starts]
   data = np.diff(np.append(starts, len(key))).astype(np.float32)
   indptr = np.zeros(n_rows + 1, np.int64)
-  np.cumsum(np.bincount(uniq // max(n_cols, 1), minlength=n_rows), out=indptr[1:])
+  np.cumsum(np.bincount(uniq // width, minlength=n_rows), out=indptr[1:])
   idx_dtype = np.int32 if max(len(uniq), n_cols) < 2 ** 31 else np.int64
-  m = sp.csr_matrix((data, (uniq % max(n_cols, 1)).astype(idx_dtype), indptr.astype(idx_dtype)),
+  m = sp.csr_matrix((data, (uniq % width).astype(idx_dtype), indptr.astype(idx_dtype)),
                     shape=shape)
   m.has_sorted_indices = True
   return m
@@ -225,8 +226,7 @@ def parallel_counts(v, texts: Sequence[str], lookup: Lookup, *, workers: int = 0
     except (OSError, EOFError, pickle.UnpicklingError, subprocess.TimeoutExpired) as e:
       err = []
       if proc is not None:
-        proc.kill()
-        proc.wait()
+        proc.kill()  # reaped below
         errf.seek(0)
         err = errf.read().decode(errors="replace").strip().splitlines()[-3:]
       log.warning("word count worker failed (%r; %s): counting its chunks here", e,
