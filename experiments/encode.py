@@ -41,6 +41,9 @@ _BATCH_ROWS = flags.DEFINE_integer(
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Encoder compute dtype (features.encode_dtype); bfloat16 vectors "
                            "go to their own cache folder (L<max_tokens>-bfloat16).")
+_READABLE = flags.DEFINE_bool("readable_markdown", False,
+                              "Encode markdown cells without their HTML, CSS and URLs "
+                              "(features.readable_markdown: the members must read them so).")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -53,7 +56,8 @@ def main(argv: Sequence[str]) -> None:
   n_cells = sum(nb.n_cells for nb in nbs)
   cfg = {"kind": "encoder", "workspace": str(ws), "encoder": _ENCODER.value,
          "max_tokens": _MAX_TOKENS.value, "max_chars": _MAX_CHARS.value,
-         "batch_rows": _BATCH_ROWS.value, "encode_dtype": _DTYPE.value}
+         "batch_rows": _BATCH_ROWS.value, "encode_dtype": _DTYPE.value,
+         "readable_markdown": _READABLE.value}
   cached = encoder_features.encode_notebooks(cfg, nbs)
   logging.info("%s/%s: %d notebooks, %d cells; the cache holds %d vectors (%.0fs)",
                _DATA_DIR.value, _SPLIT.value, len(nbs), n_cells, cached, time.time() - t0)

@@ -43,6 +43,7 @@ from jaxrank.data import folds
 from jaxrank.data.types import CODE, MARKDOWN, Notebook
 from jaxrank.models import roberta
 from jaxrank.features import subword as sw
+from jaxrank.text import markup
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,10 @@ def finetune(config, ws: store.Workspace, notebooks: Sequence[Notebook],
   if not pairs:
     raise ValueError("no (markdown, next code) pairs in the given notebooks")
   max_tokens, max_chars = config.data.max_tokens, config.data.max_chars
-  md_ids = sw.tokenize(tok, [m for m, _ in pairs], max_tokens, max_chars)
+  md_texts = [m for m, _ in pairs]
+  if config.data.get("readable_markdown", False):  # as the featurizer will read them
+    md_texts = [markup.readable(m) for m in md_texts]
+  md_ids = sw.tokenize(tok, md_texts, max_tokens, max_chars)
   code_ids = sw.tokenize(tok, [c for _, c in pairs], max_tokens, max_chars)
   bs = config.train.batch_size
   if (2 * bs) % jax.device_count():

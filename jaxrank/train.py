@@ -357,7 +357,8 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
 
 # Non-model config keys added since runs began, with the value that keeps the old
 # behaviour (model.* keys are checked against the model dataclass's defaults).
-_ADDED_KEYS = {"features.cell_shape": False, "features.encode_dtype": "float32"}
+_ADDED_KEYS = {"features.cell_shape": False, "features.encode_dtype": "float32",
+               "features.readable_markdown": False, "features.section_numbers": False}
 # Keys that set speed, not results (cells per encoder call): a resume may change them.
 _SPEED_KEYS = frozenset({"features.batch_rows"})
 

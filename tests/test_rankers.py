@@ -7,6 +7,7 @@ Tiny everything: a 2-layer, 32-wide random BERT imported into a temporary store
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 import subprocess
@@ -21,8 +22,9 @@ from experiments.configs import roberta_cells, roberta_pointwise
 from jaxrank import features, hf, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
+from jaxrank.data.types import MARKDOWN
 from jaxrank.models import layers, pairs, rankers, roberta
-from jaxrank.text import bow, cell_shape
+from jaxrank.text import bow, cell_shape, markup, sections
 from jaxrank.features import encoder as ef
 from jaxrank.features import subword as sw
 from tests import helpers
@@ -121,6 +123,51 @@ def test_encoder_items_carry_each_cells_form_when_asked(ws, tmp_path):
     np.testing.assert_allclose(it["shape"].astype(np.float32), want, atol=1e-3)
 
 
+def test_encoder_items_read_markdown_without_its_markup_when_asked(ws, tmp_path):
+  nbs = nb_io.load_split(sample_data_dir(), "train")[:2]
+  # Dress every markdown cell of the first notebook in Kaggle-style HTML.
+  nb0 = nbs[0]
+  dressed = tuple(f"<h2 style='color:#660000'><b>{s}</b></h2><a href='#top'>top</a>"
+                  if t == MARKDOWN else s for s, t in zip(nb0.sources, nb0.cell_types))
+  nbs = [dataclasses.replace(nb0, sources=dressed), nbs[1]]
+  cfg = {"kind": "encoder", "workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16,
+         "cache_dir": str(tmp_path / "cache"), "lexical_sim": True, "cell_shape": True,
+         "readable_markdown": True}
+  f, items = features.fit_any(cfg, nbs)
+  assert ef.load(_saved(f, tmp_path)).readable_markdown
+  plain, plain_items = features.fit_any({**cfg, "readable_markdown": False}, nbs)
+  for nb, it, it_plain in zip(nbs, items, plain_items):
+    perm = it["cell_index"]
+    read = [markup.readable(nb.sources[i]) if nb.cell_types[i] == MARKDOWN else nb.sources[i]
+            for i in perm]
+    np.testing.assert_array_equal(it["vec"], f.vectors(read))
+    want = bow.lexical_sim(read)
+    np.testing.assert_allclose(it["sim_lex"].astype(np.float32), want, atol=2e-3)
+    # The cell form still reads the source (its html flag, its length).
+    np.testing.assert_array_equal(it["shape"], it_plain["shape"])
+  is_md = np.asarray([nb0.cell_types[i] == MARKDOWN for i in items[0]["cell_index"]])
+  assert is_md.any()
+  assert not np.array_equal(items[0]["vec"][is_md], plain_items[0]["vec"][is_md])
+  np.testing.assert_array_equal(items[0]["vec"][~is_md], plain_items[0]["vec"][~is_md])
+
+
+def test_encoder_items_carry_section_numbers_in_layout_order(ws, tmp_path):
+  nb = nb_io.load_split(sample_data_dir(), "train")[0]
+  md = [i for i, t in enumerate(nb.cell_types) if t == MARKDOWN]
+  numbered = list(nb.sources)
+  for k, i in enumerate(md):  # numbered backwards: the last markdown cell is section 1
+    numbered[i] = f"## {len(md) - k}. " + numbered[i]
+  nb = dataclasses.replace(nb, sources=tuple(numbered))
+  cfg = {"kind": "encoder", "workspace": str(ws.root), "encoder": "tiny", "max_tokens": 16,
+         "cache_dir": str(tmp_path / "cache"), "section_numbers": True}
+  f, items = features.fit_any(cfg, [nb])
+  assert ef.load(_saved(f, tmp_path)).section_numbers
+  perm = items[0]["cell_index"]
+  want = sections.section_features(nb.sources, nb.cell_types)[perm]
+  np.testing.assert_allclose(items[0]["section"].astype(np.float32), want, atol=1e-3)
+  assert want[:, 0].sum() == len(md) >= 2
+
+
 def _saved(featurizer, tmp_path):
   ef.save(featurizer, tmp_path / "run")
   return tmp_path / "run"
@@ -151,7 +198,8 @@ def test_gap_similarity_features_read_the_code_cells_around_each_gap():
 @pytest.mark.parametrize("overrides", [
     {"model.key_mlp": False},  # no transformer at all: the BOW-MLP recipe on vectors
     {"model.use_bilinear": True, "model.use_lexical": False},
-    {"features.cell_shape": True}])  # the cells' form features feed transformer and key
+    {"features.cell_shape": True},  # the cells' form features feed transformer and key
+    {"features.section_numbers": True}])  # so do the headings' section numbers
 def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
   cfg = tiny_cells_config(ws, **overrides)
   nbs = train.load_notebooks(cfg.data)[:4]
@@ -165,6 +213,8 @@ def test_cells_variants_build_and_give_gap_distributions(ws, overrides):
   assert ("cells" in params) == bool(cfg.model.key_mlp or cfg.model.use_bilinear)
   assert ("gap_query" in params) == bool(cfg.model.use_bilinear)
   assert ("shape_key" in params) == ("shape" in arrays) == bool(cfg.features.cell_shape)
+  assert (("section_key" in params) == ("section" in arrays)
+          == bool(cfg.features.section_numbers))
   out = model.apply({"params": params}, arrays)
   probs = np.asarray(jax.nn.softmax(out["gap_logits"], -1))
   for row, nb in enumerate(nbs):

@@ -83,6 +83,10 @@ def encoder_features(**overrides) -> ml_collections.ConfigDict:
   f.encode_dtype = "float32"  # or "bfloat16" (vectors cached apart; experiments.encode --dtype)
   f.lexical_sim = True  # adds batch["sim_lex"], the per-notebook word TF-IDF cosine
   f.cell_shape = False  # adds batch["shape"], each cell's form (jaxrank.text.cell_shape)
+  # Markdown read without its HTML, CSS and URLs (jaxrank.text.markup.readable).
+  f.readable_markdown = False
+  # adds batch["section"]: markdown headings' section numbers ranked (jaxrank.text.sections)
+  f.section_numbers = False
   f.update(overrides)
   return f
 

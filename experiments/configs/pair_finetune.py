@@ -43,6 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.val_ancestors = ""
   c.data.max_tokens = 64  # as the encoder featurizer (configs/common.py)
   c.data.max_chars = 2000
+  # Markdown read without its HTML, CSS and URLs, as features.readable_markdown.
+  c.data.readable_markdown = False
 
   c.optim = common.optim(lr=3e-5, final_lr_fraction=0.1, warmup_steps=30)
 

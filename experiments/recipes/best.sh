@@ -52,22 +52,29 @@ stage pairs --time=02:00:00 -- experiments.pretrain \
   --flagfile=experiments/flags/pair_finetune.flags --config.data.data_dir="$DATA_DIR" \
   --config.data.fold=-1 --config.model.init_from="$BASE_MODEL" \
   --config.train.steps="$PAIR_STEPS" --config.model.save_as="$encoder" "${holdout[@]}" \
-  "${pairs_quick[@]}"
+  --config.data.readable_markdown=True "${pairs_quick[@]}"
 
 # Its cell vectors, cached once for every member: 128 tokens of each cell, though the
 # fine-tune read 64 (the pairs stage's cost doubles with its length; not measured).
+# Markdown cells are read without their HTML, CSS and URLs (features.readable_markdown,
+# jaxrank/text/markup.py; +0.006 tau on the Surfing-Ninja fold): the fine-tune above,
+# this encoding and the members all read them so.
 stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
-  --encoder="$encoder" --dtype="$ENCODE_DTYPE" --max_tokens="$ENCODE_TOKENS" "${encode_quick[@]}"
+  --encoder="$encoder" --dtype="$ENCODE_DTYPE" --max_tokens="$ENCODE_TOKENS" \
+  --readable_markdown "${encode_quick[@]}"
 
 # Members: the cells ranker with its learned bilinear gap term (on the combined
 # corpora it wins on three Kaggle-kernel folds, +0.009 to +0.012 tau, where on
 # nbcorpus alone it memorised the 10 training repositories), 3 epochs (with the
 # bilinear term 0.7997 against 0.7971 for 2; without it tau is flat from epoch 2
 # to 5), and each cell's form (features.cell_shape: heading level, list, plot...;
-# +0.004 on two seeds of the Surfing-Ninja fold). README, "On the combined corpora".
+# +0.004 on two seeds of the Surfing-Ninja fold), readable markdown (above) and the
+# headings' section numbers ranked in their notebook (features.section_numbers,
+# jaxrank/text/sections.py; +0.003). README, "On the combined corpora".
 member_flags=(--config.model.use_bilinear=True --config.train.epochs=3
               --config.features.cell_shape=True --config.features.encode_dtype="$ENCODE_DTYPE"
-              --config.features.max_tokens="$ENCODE_TOKENS")
+              --config.features.max_tokens="$ENCODE_TOKENS"
+              --config.features.readable_markdown=True --config.features.section_numbers=True)
 members=() member_runs=()
 for (( i = 0; i < MEMBERS; i++ )); do
   if [[ "$MEMBER_KIND" == folds ]]; then

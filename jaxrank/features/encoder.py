@@ -32,7 +32,7 @@ from jaxrank.data import batching
 from jaxrank.data.types import Notebook
 from jaxrank.features.subword import clean_text, load_settings, save_settings, tokenize, workspace_of
 from jaxrank.models import roberta
-from jaxrank.text import cell_shape
+from jaxrank.text import cell_shape, markup, sections
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,12 @@ class EncoderFeaturizer:
   dim: int = 0
   lexical_sim: bool = False  # also `sim_lex`, the per-notebook word TF-IDF cosine
   cell_shape: bool = False  # also `shape`, each cell's form (`jaxrank.text.cell_shape`)
+  # Markdown cells read as `markup.readable` text (HTML, CSS, URLs out) by the
+  # encoder and the lexical similarity; code cells and the cell form read the source.
+  readable_markdown: bool = False
+  # also `section`, each markdown heading's section number ranked in its notebook
+  # (`jaxrank.text.sections`)
+  section_numbers: bool = False
   # Compute dtype of the encoder ("float32", or "bfloat16": its own cache folder).
   dtype: str = "float32"
   _state: Any = dataclasses.field(default=None, repr=False, compare=False)
@@ -193,7 +199,8 @@ class EncoderFeaturizer:
     return {"workspace": self.workspace, "encoder": self.encoder, "cache_dir": self.cache_dir,
             "max_tokens": self.max_tokens, "max_chars": self.max_chars,
             "batch_rows": self.batch_rows, "dim": self.dim, "lexical_sim": self.lexical_sim,
-            "dtype": self.dtype, "cell_shape": self.cell_shape}
+            "dtype": self.dtype, "cell_shape": self.cell_shape,
+            "readable_markdown": self.readable_markdown, "section_numbers": self.section_numbers}
 
   def _model(self):
     if self._state is None:
@@ -262,14 +269,25 @@ def from_config(cfg: Mapping[str, Any]) -> EncoderFeaturizer:
                            int(cfg.get("max_chars", 2000)), int(cfg.get("batch_rows", 32)),
                            lexical_sim=bool(cfg.get("lexical_sim", False)),
                            cell_shape=bool(cfg.get("cell_shape", False)),
-                           dtype=str(cfg.get("encode_dtype", "float32")))
+                           dtype=str(cfg.get("encode_dtype", "float32")),
+                           readable_markdown=bool(cfg.get("readable_markdown", False)),
+                           section_numbers=bool(cfg.get("section_numbers", False)))
+
+
+def encoder_texts(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[str]:
+  """Every cell's text as `f`'s encoder reads it (`features.cell_texts` order)."""
+  texts = features.cell_texts(notebooks)
+  if f.readable_markdown:
+    texts = markup.markdown_readable(texts, [t for nb in notebooks for t in nb.cell_types])
+  return texts
 
 
 def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.Arrays]:
   texts = features.cell_texts(notebooks)
   if not texts:
     return []
-  vecs = f.vectors(texts).astype(np.float32)
+  read = encoder_texts(f, notebooks)
+  vecs = f.vectors(read).astype(np.float32)
   unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-6)
 
   def sims(nb, rows, perm):
@@ -277,13 +295,17 @@ def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.
     out = {"sim": (u @ u.T).astype(np.float16)}
     if f.lexical_sim:
       from jaxrank.text import bow  # pylint: disable=g-import-not-at-top  # scikit-learn: only here
-      out["sim_lex"] = bow.lexical_sim([nb.sources[i] for i in perm]).astype(np.float16)
+      out["sim_lex"] = bow.lexical_sim([read[rows][i] for i in perm]).astype(np.float16)
     return out
 
   per_cell = {"vec": vecs.astype(np.float16)}
   if f.cell_shape:
     per_cell["shape"] = cell_shape.shapes(
         texts, [t for nb in notebooks for t in nb.cell_types]).astype(np.float16)
+  if f.section_numbers:
+    per_cell["section"] = np.concatenate(
+        [sections.section_features(nb.sources, nb.cell_types) for nb in notebooks]
+    ).astype(np.float16)
   return features.per_notebook(notebooks, per_cell, sims)
 
 
@@ -303,5 +325,5 @@ def load(workdir: str | Path) -> EncoderFeaturizer:
 def encode_notebooks(cfg: Mapping[str, Any], notebooks: Iterable[Notebook]) -> int:
   """Fills the vector cache for every cell of `notebooks`; returns the cached count."""
   f = from_config(cfg)
-  f.vectors(features.cell_texts(notebooks))
+  f.vectors(encoder_texts(f, list(notebooks)))
   return len(f.cache())

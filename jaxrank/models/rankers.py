@@ -57,6 +57,10 @@ from jaxrank.models.layers import Mlp
 
 Array = jax.Array
 
+# Per-cell feature fields the cells ranker adds to its transformer input and key
+# when the featurizer provides them: features.cell_shape, features.section_numbers.
+FORM_FIELDS = ("shape", "section")
+
 
 # ----------------------------------------------------------------------------------------
 # Configs.
@@ -199,8 +203,9 @@ class CellsRanker(nn.Module):
     # transformer state and the notebook's code context.
     key_logit = nn.Dense(1, name="key_linear")(
         nn.LayerNorm(name="key_norm")(v_BxCxE))[..., 0].astype(jnp.float32)
-    if "shape" in batch:
-      key_logit += nn.Dense(1, name="shape_key")(batch["shape"].astype(jnp.float32))[..., 0]
+    for name in FORM_FIELDS:  # the cell's form, its section number: straight into the key
+      if name in batch:
+        key_logit += nn.Dense(1, name=f"{name}_key")(batch[name].astype(jnp.float32))[..., 0]
     if cfg.key_mlp:
       feats = layers.with_context(h_BxCxD, code_w, n_code_B)
       key_logit += Mlp(d, 1, 2, cfg.dropout, cfg.dtype, name="key_head")(
@@ -250,8 +255,9 @@ class CellsTransformer(nn.Module):
     x = nn.Dropout(cfg.vec_dropout)(x, deterministic=deterministic)
     x = nn.Dense(d, dtype=cfg.dtype, name="in_proj")(x)
     x += nn.Embed(2, d, dtype=cfg.dtype, name="type")(is_code.astype(jnp.int32))
-    if "shape" in batch:  # features.cell_shape: each cell's form (heading level, list, plot...)
-      x += nn.Dense(d, dtype=cfg.dtype, name="shape")(batch["shape"].astype(jnp.float32))
+    for name in FORM_FIELDS:  # features.cell_shape (heading level, list, plot...), section_numbers
+      if name in batch:
+        x += nn.Dense(d, dtype=cfg.dtype, name=name)(batch[name].astype(jnp.float32))
     pos = nn.Dense(d, dtype=cfg.dtype, name="pos")(layers.fourier(batch["code_pos"], 16))
     x += jnp.where(is_code[..., None], pos, 0)
     cell_cfg = roberta.EncoderConfig(
