@@ -12,6 +12,9 @@ from jaxrank.text import markup, sections
     ("### <b><span style='color:#DEB078'>12.1 |</span><span style='color:#660000'> Setup"
      "</span></b>  ", "### 12.1 | Setup"),
     ('<font size="+2" color="grey"><b>5.1 PCA </b></font><br><a id="5.1"></a>', "5.1 PCA"),
+    # An anchor names its section: the words of its id stay.
+    ("### <a id='salvador_years'>8.5 Loans by year:</a>", "### salvador years 8.5 Loans by year:"),
+    ("<a name=\"dataOverview\"></a>", "dataOverview"),
     # Links keep their text; a bare URL keeps the words of its host and path.
     ("See the [Intermediate ML](https://www.kaggle.com/learn/intermediate-ml) course.",
      "See the Intermediate ML course."),
@@ -55,6 +58,7 @@ def test_markdown_readable_leaves_code_cells_as_written():
 @pytest.mark.parametrize("source, want", [
     ("## 3. Data Analysis", (3,)),
     ("### <b><span style='color:#DEB078'>12.1 |</span> Setup</b>", (12, 1)),
+    ("### <a id='salvador_years'>8.5 Loans by year:</a>", (8, 5)),
     ("(2) Tokenizers", (2,)),
     ("> # **5.Time Series Assumptions**", (5,)),
     ("Step 4: fit the model", (4,)),

@@ -11,6 +11,7 @@ fold, markdown cells that are more than half markup are 11 % of the cells and
   <tag attr=...>text</tag>   -> text            (<style>/<script> bodies dropped)
   <img ...>, ![alt](url)     -> alt text, or "image" and the words of its URL
   [text](url)                -> text
+  <a id="data_overview">     -> data overview  (an anchor names its section)
   bare URL                   -> the words of its host and path
   &nbsp; &amp; ...           -> the characters
   runs of whitespace         -> one
@@ -30,6 +31,7 @@ _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _IMG_ALT = re.compile(r"""<img\b[^>]*?\balt\s*=\s*["']([^"']*)["'][^>]*>""", re.IGNORECASE)
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _IMG_SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
+_ANCHOR = re.compile(r"""<a\b[^>]*?\b(?:id|name)\s*=\s*["']?([^"'\s>]+)[^>]*>""", re.IGNORECASE)
 _TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -57,13 +59,20 @@ def _image(alt: str, src: str = "") -> str:
   return f" {alt} " if alt else f" image {_words_of_url(src)} "
 
 
+def _anchor_words(m: re.Match) -> str:
+  """An anchor's name ("<a id='salvador_years'>") as words: a section's name, which the
+  notebook's table of contents links to."""
+  return " " + " ".join(_URL_WORDS.findall(m.group(1))) + " "
+
+
 def _html_image(m: re.Match) -> str:
   src = _IMG_SRC.search(m.group(0))
   return _image("", src.group(1) if src else "")
 
 
-def readable(text: str) -> str:
-  """`text` (a markdown cell's source) as a reader sees it; see the module doc."""
+def readable(text: str, anchors: bool = True) -> str:
+  """`text` (a markdown cell's source) as a reader sees it; see the module doc.
+  `anchors=False` drops anchors' names too (a heading's own words only)."""
   if not text or ("<" not in text and "](" not in text and "://" not in text
                   and "&" not in text):
     return text
@@ -74,6 +83,7 @@ def readable(text: str) -> str:
   t = _IMG.sub(_html_image, t)
   t = _MD_IMAGE.sub(lambda m: _image(m.group(1), m.group(2)), t)
   t = _MD_LINK.sub(r"\1", t)
+  t = _ANCHOR.sub(_anchor_words if anchors else " ", t)
   t = _TAG.sub(" ", t)
   t = _URL.sub(_url_words, t)
   t = html.unescape(t)

@@ -33,7 +33,7 @@ _NUMBER = re.compile(
 
 def section_number(source: str) -> tuple[int, ...] | None:
   """The section number a markdown cell's first line opens with, or None."""
-  text = markup.readable(source).lstrip()
+  text = markup.readable(source, anchors=False).lstrip()
   first = text.split("\n", 1)[0]
   m = _NUMBER.match(first)
   if m is None:
