@@ -135,9 +135,38 @@ def crowded_gaps(probs_MxG: np.ndarray, crowding: float, max_per_gap: int = 8) -
   return gaps
 
 
+def monotone_gaps(probs_KxG: np.ndarray) -> np.ndarray:
+  """Gaps g_0 <= g_1 <= ... <= g_{K-1} for K markdown cells known to come in this
+  order, minimising their total expected misplaced pairs sum_k E_p|g_k - g*|.
+
+  Exact dynamic programme over (cell, gap), O(K G) after the cost rows:
+  D[k, g] = cost[k, g] + min_{g' <= g} D[k-1, g']. Ties go to the lower gap.
+  """
+  p = _normalised(probs_KxG)
+  k, g = p.shape
+  if k == 0:
+    return np.zeros(0, np.int64)
+  h = np.arange(g)
+  cost = p @ np.abs(h[:, None] - h[None, :]).astype(np.float64)
+  best_at = np.zeros((k, g), np.int64)  # argmin over g' <= g of the previous row
+  d = cost[0]
+  for i in range(1, k):
+    run_min = np.minimum.accumulate(d)
+    # The last index where the running minimum was set (ties: the earlier one holds).
+    new_min = np.concatenate([[True], d[1:] < run_min[:-1]])
+    best_at[i] = np.maximum.accumulate(np.where(new_min, h, 0))
+    d = cost[i] + run_min
+  gaps = np.empty(k, np.int64)
+  gaps[-1] = int(np.argmin(d))
+  for i in range(k - 1, 0, -1):
+    gaps[i - 1] = best_at[i, gaps[i]]
+  return gaps
+
+
 def keys_from_gap_probs(probs_MxG: np.ndarray,
                         tiebreak: Sequence[float] | np.ndarray | None = None,
-                        crowding: float = 0.0) -> np.ndarray:
+                        crowding: float = 0.0,
+                        chains: Sequence[Sequence[int]] = ()) -> np.ndarray:
   """Markdown keys from per-cell distributions over the G = n_code + 1 gaps.
 
   Each markdown cell goes to its median gap (minimum expected misplaced
@@ -145,11 +174,27 @@ def keys_from_gap_probs(probs_MxG: np.ndarray,
   `crowded_gaps`. Cells sharing a gap are ordered by `tiebreak` (ascending,
   e.g. an expected position); by default by the expected gap index of their
   distribution, then by input order.
+
+  `chains` are markdown cells whose order is known from the notebook's text
+  (e.g. its numbered sections, `jaxrank.text.sections.known_orders`), each
+  listed in that order: their gaps are re-placed jointly by `monotone_gaps`
+  and, sharing a gap, they keep the chain's order. A later chain wins over an
+  earlier one where they share cells.
   """
   p = np.asarray(probs_MxG, dtype=np.float64)
   gaps = crowded_gaps(p, crowding)
   if tiebreak is None:
     tiebreak = (p / p.sum(axis=1, keepdims=True)) @ np.arange(p.shape[1], dtype=np.float64)
+  tiebreak = np.array(tiebreak, dtype=np.float64)
+  for chain in chains:
+    chain = np.asarray(chain, np.int64)
+    if chain.size < 2:
+      continue
+    if chain.min() < 0 or chain.max() >= len(gaps) or len(set(chain.tolist())) != chain.size:
+      raise ValueError(f"chain {chain.tolist()} is not distinct markdown indices "
+                       f"in [0, {len(gaps)})")
+    gaps[chain] = monotone_gaps(p[chain])
+    tiebreak[chain] = np.sort(tiebreak[chain])
   return keys_from_gaps(gaps, p.shape[1] - 1, tiebreak)
 
 
@@ -171,10 +216,11 @@ def keys_from_scores(code_scores_N: Sequence[float] | np.ndarray,
 
 
 def keys_from_belief(probs_MxG: np.ndarray | None, keys_M: np.ndarray,
-                     crowding: float = 0.0) -> np.ndarray:
+                     crowding: float = 0.0, chains: Sequence[Sequence[int]] = ()
+                     ) -> np.ndarray:
   """A model's markdown belief -> keys: the gap distributions decoded by
-  `keys_from_gap_probs` (ties by `keys_M`), or the keys as they are when there
-  are no distributions (pointwise models)."""
+  `keys_from_gap_probs` (ties by `keys_M`; `chains` of known order), or the
+  keys as they are when there are no distributions (pointwise models)."""
   if probs_MxG is None:
     return np.asarray(keys_M, np.float64)
-  return keys_from_gap_probs(probs_MxG, tiebreak=keys_M, crowding=crowding)
+  return keys_from_gap_probs(probs_MxG, tiebreak=keys_M, crowding=crowding, chains=chains)

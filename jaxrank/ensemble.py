@@ -38,6 +38,7 @@ import numpy as np
 from jaxrank import decode, features, io_utils, windows
 from jaxrank.data import folds, targets
 from jaxrank.data.types import Notebook
+from jaxrank.text import sections
 
 ENSEMBLE_FILE = "ensemble.json"
 # config.data fields that decide which notebooks are split (folds.split_fields: how).
@@ -127,34 +128,38 @@ def _as_gap_probs(probs: np.ndarray | None, keys: np.ndarray, n_code: int) -> np
 
 
 def _decode_mean(prob_sum: np.ndarray | None, key_sum: np.ndarray, n: int,
-                 crowding: float) -> np.ndarray:
+                 crowding: float, chains: Sequence[Sequence[int]] = ()) -> np.ndarray:
   return decode.keys_from_belief(None if prob_sum is None else prob_sum / n, key_sum / n,
-                                 crowding)
+                                 crowding, chains)
 
 
 def combine(beliefs: Sequence[tuple[np.ndarray | None, np.ndarray]], n_code: int,
-            crowding: float = 0.0) -> np.ndarray:
-  """Markdown keys from the members' (gap probabilities or None, keys) of one notebook."""
+            crowding: float = 0.0, chains: Sequence[Sequence[int]] = ()) -> np.ndarray:
+  """Markdown keys from the members' (gap probabilities or None, keys) of one notebook
+  (`chains`: markdown cells of known order, `decode.keys_from_gap_probs`)."""
   if not beliefs:
     raise ValueError("no beliefs to combine")
   key_sum = np.sum([np.asarray(k, np.float64) for _, k in beliefs], axis=0)
   prob_sum = None
   if any(p is not None for p, _ in beliefs):
     prob_sum = np.sum([_as_gap_probs(p, k, n_code) for p, k in beliefs], axis=0)
-  return _decode_mean(prob_sum, key_sum, len(beliefs), crowding)
+  return _decode_mean(prob_sum, key_sum, len(beliefs), crowding, chains)
 
 
 class EnsemblePredictor:
   """Several loaded runs (`jaxrank.train.Predictor`s) that predict as one."""
 
-  def __init__(self, members: Sequence[Any], *, crowding: float | None = None):
+  def __init__(self, members: Sequence[Any], *, crowding: float | None = None,
+               section_order: bool | None = None):
     if not members:
       raise ValueError("an ensemble needs at least one member")
     self.members = list(members)
+    first = next((m.family.cfg for m in self.members if _has_gap_head(m)), None)
     if crowding is None:  # the first gap-head member's decoder
-      crowding = next((float(getattr(m.family.cfg, "crowding", 0.0)) for m in self.members
-                       if _has_gap_head(m)), 0.0)
-    self.crowding = crowding
+      crowding = float(getattr(first, "crowding", 0.0))
+    if section_order is None:
+      section_order = bool(getattr(first, "section_order", False))
+    self.crowding, self.section_order = crowding, section_order
 
   def beliefs(self, member, notebooks: Sequence[Notebook]):
     """Yields (notebook index, gap probabilities or None, keys) of one member."""
@@ -193,7 +198,8 @@ class EnsemblePredictor:
       if seen[j] != len(self.members):
         raise RuntimeError(f"notebook {nb.id}: {seen[j]} of {len(self.members)} members "
                            "predicted it")
-      keys = _decode_mean(prob_sum[j], key_sum[j], len(self.members), self.crowding)
+      chains = sections.notebook_orders(nb) if self.section_order else []
+      keys = _decode_mean(prob_sum[j], key_sum[j], len(self.members), self.crowding, chains)
       preds[nb.id] = decode.order_from_keys(nb, keys)
     return preds
 

@@ -55,6 +55,7 @@ from jaxrank import (checkpoint, decode, ensemble, features, hf, loop, metrics, 
                      store, windows)
 from jaxrank.data import batching, folds, notebooks as nb_io
 from jaxrank.data.types import Notebook
+from jaxrank.text import sections
 
 # name -> (module, config class name)
 MODELS = {"bow_mlp": ("jaxrank.models.bow_mlp", "BowMlpConfig"),
@@ -129,11 +130,22 @@ def loss_of(family: Family):
   return loss
 
 
-def markdown_keys(module, outputs, row: int, n_code: int, n_md: int, cfg) -> np.ndarray:
+def known_orders(nb: Notebook | None, cfg) -> list[list[int]]:
+  """The chains of markdown cells of known order the config decodes with
+  (`model.section_order`: `sections.known_orders` of `nb`'s markdown), or none."""
+  if nb is None or not getattr(cfg, "section_order", False):
+    return []
+  return sections.notebook_orders(nb)
+
+
+def markdown_keys(module, outputs, row: int, n_code: int, n_md: int, cfg,
+                  nb: Notebook | None = None) -> np.ndarray:
   """Family `module`'s markdown belief of one notebook decoded into keys
-  (`decode.keys_from_belief`, with the config's `crowding` where it has one)."""
+  (`decode.keys_from_belief`, with the config's `crowding` where it has one, and
+  with `section_order` the known orders of `nb`'s markdown cells)."""
   probs, keys = module.markdown_belief(outputs, row, n_code, n_md, cfg)
-  return decode.keys_from_belief(probs, keys, getattr(cfg, "crowding", 0.0))
+  return decode.keys_from_belief(probs, keys, getattr(cfg, "crowding", 0.0),
+                                 known_orders(nb, cfg))
 
 
 def forward(params, batch, rng, *, apply_fn):
@@ -226,7 +238,7 @@ class Predictor:
                              logger=logging.getLogger(__name__))
     for j, out, row in self.outputs(items, cfg):
       nb = notebooks[j]
-      keys = markdown_keys(self.family.module, out, row, nb.n_code, nb.n_markdown, cfg)
+      keys = markdown_keys(self.family.module, out, row, nb.n_code, nb.n_markdown, cfg, nb)
       preds[nb.id] = decode.order_from_keys(nb, keys)
       prog.update()
     return preds

@@ -221,3 +221,45 @@ def test_many_random_notebooks_round_trip():
     probs = np.eye(nb.n_code + 1)[targets.true_gaps(nb)]
     keys = decode.keys_from_gap_probs(probs, tiebreak=md_true_keys(nb))
     assert decode.order_from_keys(nb, keys) == list(nb.order)
+
+
+# ----------------------------------------------------------------------------------------
+# Markdown cells of known order (decode.monotone_gaps, keys_from_gap_probs's chains).
+# ----------------------------------------------------------------------------------------
+def _expected_cost(p, gaps):
+  h = np.arange(p.shape[1])
+  return float(sum(p[k] @ np.abs(h - g) for k, g in enumerate(gaps)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 4), n_gaps=st.integers(1, 5), seed=st.integers(0, 10**6))
+def test_monotone_gaps_is_the_cheapest_non_decreasing_placement(k, n_gaps, seed):
+  import itertools  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  p = rng.dirichlet(np.full(n_gaps, 0.3), size=k)
+  gaps = decode.monotone_gaps(p)
+  assert np.all(np.diff(gaps) >= 0) and gaps.min() >= 0 and gaps.max() < n_gaps
+  best = min(_expected_cost(p, g) for g in itertools.combinations_with_replacement(
+      range(n_gaps), k))
+  assert _expected_cost(p, gaps) == pytest.approx(best)
+
+
+def test_chains_place_cells_of_known_order_in_that_order():
+  # Three markdown cells, 4 gaps. The model puts cell 0 late and cell 2 early; the
+  # text says 0, 1, 2 (e.g. sections 1, 2, 3).
+  p = np.array([[0.05, 0.05, 0.3, 0.6],
+                [0.1, 0.3, 0.4, 0.2],
+                [0.7, 0.2, 0.05, 0.05]])
+  free = decode.keys_from_gap_probs(p, tiebreak=[0.9, 0.5, 0.1])
+  assert list(np.argsort(free)) == [2, 1, 0]
+  keys = decode.keys_from_gap_probs(p, tiebreak=[0.9, 0.5, 0.1], chains=[[0, 1, 2]])
+  assert list(np.argsort(keys)) == [0, 1, 2]
+  # A chain of one cell, or none, changes nothing; cells outside a chain keep their gap.
+  np.testing.assert_array_equal(decode.keys_from_gap_probs(p, chains=[[1]]),
+                                decode.keys_from_gap_probs(p))
+  part = decode.keys_from_gap_probs(p, tiebreak=[0.9, 0.5, 0.1], chains=[[2, 0]])
+  assert part[2] < part[0] and part[1] == free[1]
+  with pytest.raises(ValueError, match="distinct markdown indices"):
+    decode.keys_from_gap_probs(p, chains=[[0, 0]])
+  with pytest.raises(ValueError, match="distinct markdown indices"):
+    decode.keys_from_gap_probs(p, chains=[[0, 3]])

@@ -83,3 +83,34 @@ def test_section_features_rank_numbers_within_the_notebook():
   np.testing.assert_allclose(f[[2, 4], 2], [0.25, 0.5])
   # A code cell that opens like a heading is not a section.
   assert not sections.section_features(["# 1. setup"], [CODE]).any()
+
+
+def test_a_table_of_contents_ranks_the_sections_it_links_to():
+  toc = ("# Contents\n1. [Load the data](#load)\n2. [Explore](#Explore-the-data)\n"
+         "3. <a href='#model'>Model</a>\n4. [Nowhere](#missing)")
+  sources = ["import x", "<a id='model'></a>\n## Fit a model", toc, "## Explore the data",
+             "plain text", "<a name='load'></a>", "see [the model](#model) below"]
+  types = [CODE] + [MARKDOWN] * 6
+  assert sections.toc_links(toc) == ["load", "explore-the-data", "model", "missing"]
+  assert sections.anchors(sources[3]) == {"explore-the-data"}  # Jupyter's own anchor
+  f = sections.section_features(sources, types)
+  # Found: load (entry 0), explore (1), model (2); ranked over [0, 1] in the toc's order.
+  np.testing.assert_array_equal(f[:, 3], [0, 1, 0, 1, 0, 1, 0])
+  np.testing.assert_allclose(f[[5, 3, 1], 4], [0.0, 0.5, 1.0])
+  # The contents cell itself and a cell with one link are not sections; fewer than three
+  # links make no table of contents.
+  assert not f[[2, 6], 3:].any()
+  two_links = sources[:2] + [toc.split("3.")[0]] + sources[3:]
+  assert not sections.section_features(two_links, types)[:, 3:].any()
+
+
+def test_known_orders_are_the_numbered_cells_and_the_contents_entries():
+  toc = "Contents: [Data](#data) [Model](#model) [End](#end)"
+  md = ["## 2. Model <a id='model'></a>", toc, "## 1. Data <a id='data'></a>", "text",
+        "## 3. End"]
+  # Numbers: cells 2 (1.), 0 (2.), 4 (3.); contents: data (2), model (0), end (4: Jupyter's
+  # own anchor of "## 3. End" is "3.-end", not "end").
+  assert sections.known_orders(md) == [[2, 0, 4], [2, 0]]
+  # Repeated numbers (a list restarting at 1.) say no order.
+  assert sections.known_orders(["1. a", "1. b", "2. c"]) == []
+  assert sections.known_orders(["## 1. only one"]) == []

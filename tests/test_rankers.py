@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import roberta_cells, roberta_pointwise
-from jaxrank import features, hf, loop, store, train
+from jaxrank import decode, ensemble, features, hf, loop, store, train
 from jaxrank.data import notebooks as nb_io
 from jaxrank.data.notebooks import sample_data_dir
-from jaxrank.data.types import MARKDOWN
+from jaxrank.data.types import MARKDOWN, Notebook
 from jaxrank.models import layers, pairs, rankers, roberta
 from jaxrank.text import bow, cell_shape, markup, sections
 from jaxrank.features import encoder as ef
@@ -445,3 +445,24 @@ def test_bench_predict_encodes_into_an_empty_cache_and_extrapolates(ws):
   assert 0 < float(last["peak_rss_gb"]) < 64
   assert "empty encoder cache" in p.stdout
   assert sorted(p.name for p in cache.rglob("*")) == before
+
+
+def test_decoding_keeps_the_order_the_markdown_text_says():
+  # Two code cells; three numbered markdown cells that the model believes in the
+  # reverse order of their numbers.
+  nb = Notebook("n", ("c0", "c1", "m3", "m1", "m2"), ("code",) * 2 + (MARKDOWN,) * 3,
+                ("x = 1", "y = 2", "## 3. End", "## 1. Start", "## 2. Middle"))
+  logits = np.full((1, 5, 3), -9.0, np.float32)
+  logits[0, 2, 0] = logits[0, 3, 2] = logits[0, 4, 1] = 0.0  # 3. first, 1. last
+  outputs = {"gap_logits": logits, "key": np.array([[0, 0, 0.1, 0.9, 0.5]], np.float32)}
+
+  def order(cfg):
+    keys = train.markdown_keys(rankers, outputs, 0, 2, 3, cfg, nb)
+    return [c for c in decode.order_from_keys(nb, keys) if c.startswith("m")]
+
+  assert order(rankers.CellsConfig(section_order=False)) == ["m3", "m2", "m1"]
+  assert order(rankers.CellsConfig()) == ["m1", "m2", "m3"]
+  # The ensemble decodes the same way (its first gap-head member's setting).
+  probs, key = rankers.markdown_belief(outputs, 0, 2, 3, rankers.CellsConfig())
+  keys = ensemble.combine([(probs, key)], 2, 2.0, sections.notebook_orders(nb))
+  assert [c for c in decode.order_from_keys(nb, keys) if c.startswith("m")] == ["m1", "m2", "m3"]

@@ -107,6 +107,10 @@ class CellsConfig(EncoderFields):
   # Decode-time price (in misplaced code cells) of each further markdown cell
   # sharing a gap: `decode.crowded_gaps`. 0 = independent medians.
   crowding: float = 2.0
+  # Decode-time: markdown cells whose order the notebook's text says (numbered
+  # sections, a table of contents: `jaxrank.text.sections.known_orders`) are
+  # placed in that order (`decode.monotone_gaps`).
+  section_order: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
