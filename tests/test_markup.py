@@ -114,3 +114,16 @@ def test_known_orders_are_the_numbered_cells_and_the_contents_entries():
   # Repeated numbers (a list restarting at 1.) say no order.
   assert sections.known_orders(["1. a", "1. b", "2. c"]) == []
   assert sections.known_orders(["## 1. only one"]) == []
+
+
+def test_pathological_cells_take_linear_time():
+  # Unclosed tags, links and comments by the thousand: bounded patterns and MAX_CHARS keep
+  # each cell to milliseconds (an unbounded "<a [^>]*?" took minutes on the second one).
+  import time  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  for s in ["<style " * 20000, "<a " * 50000, "[" * 50000 + "](", "![" * 30000,
+            "<a id=x " * 20000, "# " + " #" * 50000, "[a](" * 20000]:
+    markup.readable(s)
+    sections.known_orders([s, s])
+  assert time.perf_counter() - t0 < 10  # generous: ~0.1 s here
+  assert markup.readable("x" * (markup.MAX_CHARS + 10) + "<b>y</b>") == "x" * markup.MAX_CHARS

@@ -69,8 +69,10 @@ stage encode --time=02:00:00 -- experiments.encode --data_dir="$DATA_DIR" \
 # bilinear term 0.7997 against 0.7971 for 2; without it tau is flat from epoch 2
 # to 5), and each cell's form (features.cell_shape: heading level, list, plot...;
 # +0.004 on two seeds of the Surfing-Ninja fold), readable markdown (above) and the
-# headings' section numbers ranked in their notebook (features.section_numbers,
-# jaxrank/text/sections.py; +0.003). README, "On the combined corpora".
+# headings' section numbers and table-of-contents entries ranked in their notebook
+# (features.section_numbers, jaxrank/text/sections.py; +0.003). The cells config decodes
+# in the order those say (model.section_order, on by default: +0.008 on the ensemble).
+# README, "On the combined corpora".
 member_flags=(--config.model.use_bilinear=True --config.train.epochs=3
               --config.features.cell_shape=True --config.features.encode_dtype="$ENCODE_DTYPE"
               --config.features.max_tokens="$ENCODE_TOKENS"

@@ -26,15 +26,19 @@ import html
 import re
 from typing import Sequence
 
-_BLOCK = re.compile(r"<(style|script)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_IMG_ALT = re.compile(r"""<img\b[^>]*?\balt\s*=\s*["']([^"']*)["'][^>]*>""", re.IGNORECASE)
-_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
-_IMG_SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
-_ANCHOR = re.compile(r"""<a\b[^>]*?\b(?:id|name)\s*=\s*["']?([^"'\s>]+)[^>]*>""", re.IGNORECASE)
+# Every pattern's spans are bounded (no tag reaches past the next "<", no link past 2,500
+# characters), so a pathological cell costs linear time; `readable` reads at most MAX_CHARS.
+MAX_CHARS = 20_000
+_BLOCK = re.compile(r"<(style|script)\b[^<>]*>.{0,5000}?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.{0,5000}?-->", re.DOTALL)
+_IMG_ALT = re.compile(r"""<img\b[^<>]*?\balt\s*=\s*["']([^"'<>]*)["'][^<>]*>""", re.IGNORECASE)
+_IMG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
+_IMG_SRC = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s<>]+)""", re.IGNORECASE)
+_ANCHOR = re.compile(r"""<a\b[^<>]*?\b(?:id|name)\s*=\s*["']?([^"'\s<>]+)[^<>]*>""",
+                     re.IGNORECASE)
 _TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
-_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
-_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_MD_IMAGE = re.compile(r"!\[([^\]]{0,500})\]\(([^)]{0,2000})\)")
+_MD_LINK = re.compile(r"\[([^\]]{1,500})\]\([^)]{0,2000}\)")
 _DATA_URI = re.compile(r"data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+")
 _URL = re.compile(r"https?://[^\s<>()\"']+")
 _URL_WORDS = re.compile(r"[A-Za-z]{2,}")
@@ -73,6 +77,7 @@ def _html_image(m: re.Match) -> str:
 def readable(text: str, anchors: bool = True) -> str:
   """`text` (a markdown cell's source) as a reader sees it; see the module doc.
   `anchors=False` drops anchors' names too (a heading's own words only)."""
+  text = text[:MAX_CHARS] if text else text
   if not text or ("<" not in text and "](" not in text and "://" not in text
                   and "&" not in text):
     return text
