@@ -295,7 +295,8 @@ def items(f: EncoderFeaturizer, notebooks: Sequence[Notebook]) -> list[batching.
     out = {"sim": (u @ u.T).astype(np.float16)}
     if f.lexical_sim:
       from jaxrank.text import bow  # pylint: disable=g-import-not-at-top  # scikit-learn: only here
-      out["sim_lex"] = bow.lexical_sim([read[rows][i] for i in perm]).astype(np.float16)
+      nb_read = read[rows]  # this notebook's texts, sliced once
+      out["sim_lex"] = bow.lexical_sim([nb_read[i] for i in perm]).astype(np.float16)
     return out
 
   per_cell = {"vec": vecs.astype(np.float16)}

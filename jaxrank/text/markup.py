@@ -69,6 +69,11 @@ def _anchor_words(m: re.Match) -> str:
   return " " + " ".join(_URL_WORDS.findall(m.group(1))) + " "
 
 
+def anchor_names(text: str) -> list[str]:
+  """The names of the anchors (`<a id=...>`, `<a name=...>`) a markdown cell defines."""
+  return _ANCHOR.findall(text[:MAX_CHARS])
+
+
 def _html_image(m: re.Match) -> str:
   src = _IMG_SRC.search(m.group(0))
   return _image("", src.group(1) if src else "")

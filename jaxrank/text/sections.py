@@ -43,7 +43,6 @@ from jaxrank.text import markup
 
 N_FEATURES = 5
 _TOC_LINK = re.compile(r"""\]\(\s*#([^)\s]+)\s*\)|href\s*=\s*["']#([^"'\s>]+)""", re.IGNORECASE)
-_ANCHOR = re.compile(r"""<a\b[^>]*?\b(?:id|name)\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
 _HEADING = re.compile(r"^\s*#{1,6}\s*(.+?)\s*#*\s*$", re.MULTILINE)
 _MIN_TOC_LINKS = 3
 _NUMBER = re.compile(
@@ -51,9 +50,15 @@ _NUMBER = re.compile(
     r"(\d{1,2})((?:\.\d{1,2}){0,3})(?:[.):|\]\s-]|$)", re.IGNORECASE)
 
 
-def section_number(source: str) -> tuple[int, ...] | None:
-  """The section number a markdown cell's first line opens with, or None."""
-  text = markup.readable(source, anchors=False).lstrip()
+def _plain(source: str) -> str:
+  """A markdown cell's readable text without anchors' names: its own words."""
+  return markup.readable(source, anchors=False)
+
+
+def section_number(source: str, plain: str | None = None) -> tuple[int, ...] | None:
+  """The section number a markdown cell's first line opens with, or None (`plain`:
+  the cell's `_plain` text, when the caller has it)."""
+  text = (_plain(source) if plain is None else plain).lstrip()
   first = text.split("\n", 1)[0]
   m = _NUMBER.match(first)
   if m is None:
@@ -70,10 +75,10 @@ def toc_links(source: str) -> list[str]:
   return [_target(a or b) for a, b in _TOC_LINK.findall(source)]
 
 
-def anchors(source: str) -> set[str]:
+def anchors(source: str, plain: str | None = None) -> set[str]:
   """The anchors a markdown cell defines: `<a id/name=...>` and its headings' own."""
-  names = {_target(a) for a in _ANCHOR.findall(source)}
-  for h in _HEADING.findall(markup.readable(source, anchors=False)):
+  names = {_target(a) for a in markup.anchor_names(source)}
+  for h in _HEADING.findall(_plain(source) if plain is None else plain):
     text = h.replace("*", "").replace("`", "").strip()
     names.add(re.sub(r"\s+", "-", text).lower())
   return names
@@ -87,12 +92,15 @@ def _ranked(values: dict[int, tuple]) -> dict[int, float]:
   return {i: rank[v] / top for i, v in values.items()}
 
 
-def _numbers(sources: Sequence[str], md: Sequence[int]) -> dict[int, tuple[int, ...]]:
-  return {i: n for i, n in ((i, section_number(sources[i])) for i in md) if n is not None}
+def _numbers(sources: Sequence[str], plain: dict[int, str]) -> dict[int, tuple[int, ...]]:
+  """Markdown cell -> its section number, for the cells of `plain` (cell -> `_plain`)."""
+  return {i: n for i, n in ((i, section_number(sources[i], p)) for i, p in plain.items())
+          if n is not None}
 
 
-def _toc_entries(sources: Sequence[str], md: Sequence[int]) -> dict[int, int]:
+def _toc_entries(sources: Sequence[str], plain: dict[int, str]) -> dict[int, int]:
   """Markdown cell -> its entry in the notebook's table of contents (none: {})."""
+  md = list(plain)
   links = {i: toc_links(sources[i]) for i in md if "#" in sources[i]}
   toc = max(links, key=lambda i: len(links[i]), default=None)
   if toc is None or len(links[toc]) < _MIN_TOC_LINKS:
@@ -103,7 +111,7 @@ def _toc_entries(sources: Sequence[str], md: Sequence[int]) -> dict[int, int]:
   found = {}
   for i in md:
     if i != toc:
-      ranks = [entry[a] for a in anchors(sources[i]) if a in entry]
+      ranks = [entry[a] for a in anchors(sources[i], plain[i]) if a in entry]
       if ranks:
         found[i] = min(ranks)
   return found
@@ -113,9 +121,9 @@ def known_orders(markdown_sources: Sequence[str]) -> list[list[int]]:
   """Chains of markdown cells (indices into `markdown_sources`) whose order the text
   says: the numbered cells by number, then the cells a table of contents finds by
   entry; each only if it has two cells or more and no two share a number/entry."""
-  md = range(len(markdown_sources))
+  plain = {i: _plain(s) for i, s in enumerate(markdown_sources)}
   chains = []
-  for found in (_numbers(markdown_sources, md), _toc_entries(markdown_sources, md)):
+  for found in (_numbers(markdown_sources, plain), _toc_entries(markdown_sources, plain)):
     if len(found) >= 2 and len(set(found.values())) == len(found):
       chains.append(sorted(found, key=found.get))
   return chains
@@ -129,11 +137,11 @@ def notebook_orders(nb: Notebook) -> list[list[int]]:
 def section_features(sources: Sequence[str], cell_types: Sequence[str]) -> np.ndarray:
   """[n_cells, N_FEATURES] float32 for one notebook's cells (any order)."""
   out = np.zeros((len(sources), N_FEATURES), np.float32)
-  md = [i for i, t in enumerate(cell_types) if t == MARKDOWN]
-  numbers = _numbers(sources, md)
+  plain = {i: _plain(s) for i, (s, t) in enumerate(zip(sources, cell_types)) if t == MARKDOWN}
+  numbers = _numbers(sources, plain)
   for i, r in _ranked({i: n + (0,) * (4 - len(n)) for i, n in numbers.items()}).items():
     out[i, :3] = (1.0, r, len(numbers[i]) / 4.0)
-  found = _toc_entries(sources, md)
+  found = _toc_entries(sources, plain)
   for i, r in _ranked({i: (k,) for i, k in found.items()}).items():
     out[i, 3:] = (1.0, r)
   return out
