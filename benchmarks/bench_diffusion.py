@@ -11,6 +11,10 @@ checkpoints and resume: rerunning continues), on the ancestor-held-out split
   * roberta_cells       (--features=encoder, the default) the cell-level ranker of
                         jaxrank/models/rankers.py on the same frozen vectors;
   * bow_mlp_pointwise   (--features=bow) the BOW-MLP with model.decode=pointwise;
+  * gap_diffusion       (--features=encoder) the cells ranker made iterative: a discrete
+                        diffusion over each markdown cell's gap, unmasked K steps most
+                        confident first, S orders (jaxrank/models/gap_diffusion.py);
+  * gap_diffusion_one_shot  the same network trained at mask ratio 1 only (its twin);
   * tfidf_ridge         the classic baseline (as in benchmarks/baselines.py: TF-IDF of
                         each markdown cell's text, Ridge on its true key), on the same
                         validation notebooks, for reference.
@@ -105,6 +109,24 @@ and the flow-trained network's own t = 0 estimate is weaker than the twin's
 what the refinement starts from is already behind. `model.t0_prob` (train a
 share of notebooks at t = 0) targets that; it is built and tested but was
 not trained here for lack of machine time.
+
+Gap diffusion, three Kaggle-kernel folds of the combined corpora, whole folds (runs
+trained with experiments/recipes/best.sh's member flags on its Surfing-Ninja-held-out
+encoder, seed 0, and given with --runs; one call per fold with --sample_steps=1,4,8
+--num_samples=1 --extra=4x4, then --summarize over the three bench_diffusion.json):
+
+  model                    K   S  tau mean  +- std  SN      kaggleScape  simisimon
+  tfidf_ridge              -   -   0.6822  0.0479  0.6720  0.6293  0.7453
+  roberta_cells            -   -   0.8394  0.0200  0.8387  0.8152  0.8643
+  gap_diffusion_one_shot   -   -   0.8398  0.0201  0.8393  0.8155  0.8647
+  gap_diffusion            1   1   0.8387  0.0201  0.8357  0.8158  0.8646
+  gap_diffusion            4   1   0.8389  0.0201  0.8360  0.8158  0.8649
+  gap_diffusion            8   1   0.8393  0.0211  0.8357  0.8155  0.8667
+  gap_diffusion            4   4   0.8391  0.0198  0.8363  0.8163  0.8646
+
+Level with the cells ranker, but K >= 4 gains only +0.0002 to +0.0006 over K = 1,
+and the one-shot twin stays ahead: the other markdown cells' places say little
+about a cell's gap (README, "On the combined corpora", has the evidence).
 """
 
 from __future__ import annotations
@@ -138,8 +160,17 @@ _T_START = flags.DEFINE_list("t_start", ["0"], "SDEdit start times to sweep with
 _PROB_AVG = flags.DEFINE_list("prob_avg", ["1"], "Last steps whose gap probabilities are "
                               "averaged (model.prob_avg_steps) to sweep with every point.")
 _MODELS = flags.DEFINE_list("models", ["diffusion", "diffusion_pointwise", "roberta_cells",
-                                       "bow_mlp_pointwise"], "Models to train/score (those "
-                            "that --features allows).")
+                                       "bow_mlp_pointwise", "gap_diffusion",
+                                       "gap_diffusion_one_shot"],
+                            "Models to train/score (those that --features allows).")
+_CELLS_OVERRIDES = flags.DEFINE_list("cells_overrides", [], "Config overrides of roberta_cells "
+                                     "and both gap-diffusion nets, e.g. "
+                                     "model.use_bilinear=True,features.cell_shape=True.")
+_GAP_TEMPERATURE = flags.DEFINE_float("gap_temperature", 1.0, "Gumbel noise on the unmasking "
+                                      "order of gap diffusion (model.temperature) when S > 1.")
+_SUMMARIZE = flags.DEFINE_list("summarize", [], "Instead of running: the bench_diffusion.json "
+                               "of several folds (one call each), printed as mean +- std over "
+                               "folds per model and sampling point.")
 _RUNS = flags.DEFINE_list("runs", [], "Already trained runs to score instead of training, "
                           "NAME=RUN_DIR (e.g. roberta_cells=ws/runs/k2-s0); their own config "
                           "must use the same data, which is checked.")
@@ -179,7 +210,7 @@ def _common(c, workdir: Path):
 
 
 def _configs(workdir: Path) -> dict:
-  from experiments.configs import bow_mlp, diffusion, roberta_cells
+  from experiments.configs import bow_mlp, diffusion, gap_diffusion, roberta_cells
   net = {"model.hidden_dim": _HIDDEN.value, "model.tf_layers": _LAYERS.value,
          "model.sample_steps": 16, "model.num_samples": 1}
   kind = _FEATURES.value
@@ -189,8 +220,12 @@ def _configs(workdir: Path) -> dict:
       "diffusion_pointwise": _set(_common(diffusion.get_config(kind), workdir),
                                   **net, **{"model.objective": "pointwise"}),
   }
-  if kind == "encoder":  # the cell-level ranker on the same frozen vectors
-    out["roberta_cells"] = _common(roberta_cells.get_config(), workdir)
+  if kind == "encoder":  # the cell-level ranker on the same frozen vectors, and made iterative
+    cells = common.overrides(_CELLS_OVERRIDES.value)
+    out["roberta_cells"] = _set(_common(roberta_cells.get_config(), workdir), **cells)
+    out["gap_diffusion"] = _set(_common(gap_diffusion.get_config(), workdir), **cells)
+    out["gap_diffusion_one_shot"] = _set(_common(gap_diffusion.get_config(), workdir), **cells,
+                                         **{"model.objective": "one_shot"})
   else:
     out["bow_mlp_pointwise"] = _set(_common(bow_mlp.get_config(), workdir),
                                     **{"model.decode": "pointwise"})
@@ -246,9 +281,16 @@ def _tfidf_ridge(train_nbs, val) -> dict[str, list[str]]:
   return preds
 
 
+SWEPT = ("diffusion", "gap_diffusion")  # models scored at every sampling point
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   from jaxrank import features, io_utils, train
+
+  if _SUMMARIZE.value:
+    print(common.summarize_folds(_SUMMARIZE.value))
+    return
 
   workdir = Path(_WORKDIR.value).absolute()
   configs = _configs(workdir)
@@ -297,11 +339,24 @@ def main(argv: Sequence[str]) -> None:
   table, _ = train.evaluate_predictions(val, preds)
   add(dict(model="tfidf_ridge", K="-", S="-", t_start="-", avg="-", tau=table["kendall_tau"],
            ms_per_nb=1e3 * (time.perf_counter() - t0) / len(val), note="fit+predict"))
-  order = sorted(predictors, key=lambda n: n == "diffusion")  # the long sweep last
+  order = sorted(predictors, key=lambda n: n in SWEPT)  # the long sweeps last
   for name in order:
     predictor, run = predictors[name]
     items = features.items_any(predictor.features_kind, predictor.featurizer, val)
     base_cfg = predictor.family.cfg
+    if name == "gap_diffusion":  # K unmasking steps x S orders; no t_start / averaging
+      grid = [(int(k), int(s)) for k in _K.value for s in _S.value]
+      grid += [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value if ks]
+      for k, s in grid:
+        point = dict(model=name, K=k, S=s, t_start="-", avg="-")
+        if k * s > _MAX_EVALS.value:
+          add(dict(point, tau=None, ms_per_nb=None, note=f"skipped: evals > {_MAX_EVALS.value}"))
+          continue
+        cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s,
+                                  temperature=_GAP_TEMPERATURE.value)
+        tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
+        add(dict(point, tau=tau, ms_per_nb=1e3 * dt, train_s=run.get("wall_s"), note=""))
+      continue
     if name != "diffusion":
       tau, dt, _ = _warm_and_time(predictor, val, items)
       add(dict(model=name, K="-", S="-", t_start="-", avg="-", tau=tau, ms_per_nb=1e3 * dt,
@@ -328,9 +383,13 @@ def main(argv: Sequence[str]) -> None:
       add(dict(model=name, K=k, S=s, t_start=0.0, avg=1, tau=tau, ms_per_nb=1e3 * dt,
                train_s=run.get("wall_s"), note="median of samples"))
 
-  lines = [f"fold {_FOLD.value}/{_N_FOLDS.value}: {len(val)} of {len(val_nbs)} validation "
-           f"notebooks ({n_cells} cells), {len(train_nbs)} train notebooks, {_STEPS.value} "
-           "training steps per model",
+  trained = [n for n in configs if n not in given]
+  where = _VAL_SOURCES.value or f"fold {_FOLD.value}/{_N_FOLDS.value}"
+  lines = [f"{where}: {len(val)} of {len(val_nbs)} validation notebooks ({n_cells} cells), "
+           f"{len(train_nbs)} train notebooks; "
+           + (f"{_STEPS.value} training steps each for {', '.join(trained)}" if trained else "")
+           + ("; " if trained and given else "")
+           + (f"given runs (as their configs say): {', '.join(given)}" if given else ""),
            f"{'model':<22} {'K':>3} {'S':>3} {'t0':>5} {'avg':>3} {'tau':>7} {'ms/nb':>8}  note"]
   for r in rows:
     tau = "-" if r["tau"] is None else f"{r['tau']:.4f}"
@@ -343,6 +402,7 @@ def main(argv: Sequence[str]) -> None:
   print(text)
   io_utils.atomic_write_json(workdir / "bench_diffusion.json",
                              {"rows": rows, "full_fold_tau": full_fold, "fold": _FOLD.value,
+                              "val_sources": _VAL_SOURCES.value,
                               "n_val_used": len(val), "n_val": len(val_nbs),
                               "steps": _STEPS.value, "table": text})
 

@@ -60,7 +60,9 @@ from jaxrank.text import sections
 # name -> (module, config class name)
 MODELS = {"bow_mlp": ("jaxrank.models.bow_mlp", "BowMlpConfig"),
           "diffusion": ("jaxrank.models.diffusion", "DiffusionConfig"),
-          "roberta_cells": ("jaxrank.models.rankers", "CellsConfig"), "roberta_pointwise": ("jaxrank.models.rankers", "PointwiseConfig")}
+          "gap_diffusion": ("jaxrank.models.gap_diffusion", "GapDiffusionConfig"),
+          "roberta_cells": ("jaxrank.models.rankers", "CellsConfig"),
+          "roberta_pointwise": ("jaxrank.models.rankers", "PointwiseConfig")}
 
 
 # --- model family -------------------------------------------------------------

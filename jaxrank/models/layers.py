@@ -104,12 +104,17 @@ def gap_neighbours(module: nn.Module, code_h_BxCxD: Array, is_end_BxG: Array
 
 
 def bilinear_gap_term(module: nn.Module, query_in: Array, h_BxCxD: Array, code_BxC: Array,
-                      grid: pairs.Gaps, *, dropout: float, dtype, deterministic: bool) -> Array:
-  """<q(m), k(code g-1, code g, pos g)> / sqrt(D), [B, C, G]: MLPs "gap_query"/"gap_key"."""
+                      grid: pairs.Gaps, *, dropout: float, dtype, deterministic: bool,
+                      gap_extra: Array | None = None) -> Array:
+  """<q(m), k(code g-1, code g, pos g[, gap_extra g])> / sqrt(D), [B, C, G]: MLPs
+  "gap_query"/"gap_key"; `gap_extra` [B, G, E] is more of each gap's description."""
   d = h_BxCxD.shape[-1]
   code_h = jnp.where(code_BxC[..., None], h_BxCxD, 0)
   prev, nxt = gap_neighbours(module, code_h, grid.is_end)
-  gap_in = jnp.concatenate([prev, nxt, fourier(grid.centre).astype(code_h.dtype)], -1)
+  gap_in = [prev, nxt, fourier(grid.centre).astype(code_h.dtype)]
+  if gap_extra is not None:
+    gap_in.append(gap_extra.astype(code_h.dtype))
+  gap_in = jnp.concatenate(gap_in, -1)
   k_BxGxD = Mlp(d, d, 2, dropout, dtype, name="gap_key")(gap_in, deterministic)
   q_BxCxD = Mlp(d, d, 2, dropout, dtype, name="gap_query")(query_in, deterministic)
   return jnp.einsum("bcd,bgd->bcg", q_BxCxD, k_BxGxD).astype(jnp.float32) / np.sqrt(d)
@@ -135,14 +140,17 @@ def pair_logits(feats: Sequence[Array], grid: pairs.Gaps, *, hidden: int, layers
 
 
 def gap_head(module: nn.Module, key_BxC: Array, query_in: Array | None, h_BxCxD: Array | None,
-             code_BxC: Array, n_code_B: Array, similarity, cfg, deterministic: bool) -> Array:
+             code_BxC: Array, n_code_B: Array, similarity, cfg, deterministic: bool,
+             gap_extra=None) -> Array:
   """Gap logits [B, C, G] of the BOW-MLP and the cell ranker: the position-prior features
   of `key`, plus `similarity(grid)` (a list of [B, C, G] features) with
   cfg.use_similarity, through the pair MLP (cfg.pair_hidden x cfg.pair_layers), plus the
-  bilinear term of `query_in` and the code cells' `h` with cfg.use_bilinear."""
+  bilinear term of `query_in` and the code cells' `h` (and `gap_extra(grid)`, [B, G, E],
+  when given) with cfg.use_bilinear."""
   grid = pairs.gaps(n_code_B, key_BxC.shape[1])
   bilinear = (bilinear_gap_term(module, query_in, h_BxCxD, code_BxC, grid, dropout=cfg.dropout,
-                                dtype=cfg.dtype, deterministic=deterministic)
+                                dtype=cfg.dtype, deterministic=deterministic,
+                                gap_extra=gap_extra(grid) if gap_extra else None)
               if cfg.use_bilinear else None)
   feats = prior_and_centre(key_BxC, grid, n_code_B)
   if cfg.use_similarity:

@@ -99,3 +99,32 @@ def best_gap_features(sim_BxCxC: Array, grid: Gaps, n_code_B: Array) -> list[Arr
   masked = jnp.where(grid.valid[:, None, :], sim_next, -1.0)
   rank = jnp.argsort(jnp.argsort(-masked, axis=-1), axis=-1) / n1  # 0 = most similar
   return [sim_next, sim_prev, sim_next / (best + 1e-3), is_best, rank]
+
+
+def placed_features(sim_BxCxC: Array, placed_gap_BxC: Array, placed_BxC: Array, grid: Gaps,
+                    sharpness: float = 10.0) -> list[Array]:
+  """[B, C, G] evidence from the markdown cells already placed (gap diffusion).
+
+  Per (m, g): a soft maximum of m's similarity to the markdown cells placed in
+  gap g (log-sum-exp at `sharpness`; 0 where g holds none), the same for the
+  gaps either side, whether g holds any and how many (log), and g's soft
+  maximum against m's best over the gaps. A markdown cell often explains the
+  one before it (a heading, then its text), so a neighbour already placed is
+  parameter-free evidence of where m goes, as a similar code cell is.
+  """
+  B, C, G = sim_BxCxC.shape[0], sim_BxCxC.shape[1], grid.valid.shape[1]
+  onehot = jax.nn.one_hot(jnp.where(placed_BxC, placed_gap_BxC, -1), G)  # [B, C, G]; -1 -> 0
+  not_self = ~jnp.eye(C, dtype=bool)[None]
+  e = jnp.where(not_self, jnp.exp(sharpness * (sim_BxCxC.astype(jnp.float32) - 1.0)), 0.0)
+  total = jnp.einsum("bmj,bjg->bmg", e, onehot)
+  count = onehot.sum(1)[:, None, :] - onehot  # [B, C, G]: the others placed in g
+  has = count > 0
+  soft = jnp.where(has, 1.0 + jnp.log(jnp.maximum(total, 1e-30)) / sharpness, 0.0)
+  soft = jnp.maximum(soft, -1.0)
+  zeros = jnp.zeros((B, C, 1), jnp.float32)
+  prv = jnp.concatenate([zeros, soft[:, :, :-1]], -1)
+  nxt = jnp.concatenate([soft[:, :, 1:], zeros], -1)
+  best = jnp.where(has, soft, -2.0).max(-1, keepdims=True)
+  return [soft, prv, nxt, has.astype(jnp.float32),
+          jnp.log1p(count) / 3.0,
+          jnp.where(has, soft - best, -1.0)]

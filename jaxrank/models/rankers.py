@@ -60,6 +60,15 @@ Array = jax.Array
 # Per-cell feature fields the cells ranker adds to its transformer input and key
 # when the featurizer provides them: features.cell_shape, features.section_numbers.
 FORM_FIELDS = ("shape", "section")
+# Batch fields of the gap diffusion (jaxrank.models.gap_diffusion), absent otherwise:
+# each cell's placed gap (-1: not placed; only markdown cells are ever placed) [B, C]
+# and the share of each notebook's markdown cells still unplaced [B].
+PLACED, MASK_RATIO = "placed_gap", "mask_ratio"
+
+
+def placed_mask(batch: Mapping[str, Array]) -> Array:
+  """[B, C] real markdown cells with a placed gap."""
+  return (batch[PLACED] >= 0) & ~batch["is_code"] & batch["cell_mask"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -226,7 +235,6 @@ class CellsRanker(nn.Module):
     # parameter-free "this markdown describes that code" evidence that carries
     # over to unseen repositories (see the BOW-MLP note).
     def similarity(grid):
-      del grid  # the features find the gaps themselves
       sims, out = [], []
       if "sim" in batch:
         sims.append(batch["sim"].astype(jnp.float32))
@@ -238,10 +246,25 @@ class CellsRanker(nn.Module):
         sims.append(batch["sim_lex"].astype(jnp.float32))
       for sim in sims:
         out += pairs.gap_similarity_features(sim, is_code & mask, n_code_B)
+      if PLACED in batch:  # gap diffusion: the markdown cells already placed, per gap
+        for sim in sims:
+          out += pairs.placed_features(sim, batch[PLACED], placed_mask(batch), grid)
       return out
 
+    def placed_states(grid):
+      # Gap diffusion: the mean transformer state of the markdown cells placed in each
+      # gap (0 where none), so the learned term can match m against them.
+      onehot = jax.nn.one_hot(jnp.where(placed_mask(batch), batch[PLACED], -1),
+                              grid.valid.shape[1], dtype=h_BxCxD.dtype)  # [B, C, G]
+      total = jnp.einsum("bcg,bcd->bgd", onehot, h_BxCxD)
+      count = onehot.sum(1)[..., None]
+      return jnp.concatenate([total / jnp.maximum(count, 1), jnp.log1p(count)], -1)
+
+    # (placed_in_gap_keys is a field of gap_diffusion.GapDiffusionConfig, a CellsConfig.)
+    with_placed = PLACED in batch and getattr(cfg, "placed_in_gap_keys", False)
     logits_BxCxG = layers.gap_head(self, key_BxC, feats, h_BxCxD, is_code & mask, n_code_B,
-                                   similarity, cfg, deterministic)
+                                   similarity, cfg, deterministic,
+                                   gap_extra=placed_states if with_placed else None)
     return {"key": key_BxC, "gap_logits": logits_BxCxG}
 
 
@@ -262,8 +285,19 @@ class CellsTransformer(nn.Module):
     for name in FORM_FIELDS:  # features.cell_shape (heading level, list, plot...), section_numbers
       if name in batch:
         x += nn.Dense(d, dtype=cfg.dtype, name=name)(batch[name].astype(jnp.float32))
-    pos = nn.Dense(d, dtype=cfg.dtype, name="pos")(layers.fourier(batch["code_pos"], 16))
-    x += jnp.where(is_code[..., None], pos, 0)
+    pos_proj = nn.Dense(d, dtype=cfg.dtype, name="pos")
+    x += jnp.where(is_code[..., None], pos_proj(layers.fourier(batch["code_pos"], 16)), 0)
+    if PLACED in batch:
+      # Gap diffusion (jaxrank.models.gap_diffusion): markdown cells already
+      # placed sit at their gap's centre, embedded as code positions are, plus
+      # a learned "placed" vector; every cell sees how much is still masked.
+      placed = placed_mask(batch)
+      centre = ((jnp.maximum(batch[PLACED], 0).astype(jnp.float32) + 0.5)
+                / (batch["n_code"][:, None].astype(jnp.float32) + 1.0))
+      placed_vec = self.param("placed", nn.initializers.normal(0.02), (d,)).astype(cfg.dtype)
+      x += jnp.where(placed[..., None], pos_proj(layers.fourier(centre, 16)) + placed_vec, 0)
+      x += nn.Dense(d, dtype=cfg.dtype, name="mask_ratio")(
+          layers.fourier(batch[MASK_RATIO].astype(jnp.float32), 4, raw=True))[:, None, :]
     cell_cfg = roberta.EncoderConfig(
         vocab_size=1, hidden_size=d, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
         intermediate_size=2 * d, layer_norm_eps=1e-5, hidden_act="gelu_new",
