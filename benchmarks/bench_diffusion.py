@@ -284,6 +284,12 @@ def _tfidf_ridge(train_nbs, val) -> dict[str, list[str]]:
 SWEPT = ("diffusion", "gap_diffusion")  # models scored at every sampling point
 
 
+def _sampling_grid() -> list[tuple[int, int]]:
+  """The (K, S) points to score: --sample_steps x --num_samples, then --extra."""
+  grid = [(int(k), int(s)) for k in _K.value for s in _S.value]
+  return grid + [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value if ks]
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   from jaxrank import features, io_utils, train
@@ -345,9 +351,7 @@ def main(argv: Sequence[str]) -> None:
     items = features.items_any(predictor.features_kind, predictor.featurizer, val)
     base_cfg = predictor.family.cfg
     if name == "gap_diffusion":  # K unmasking steps x S orders; no t_start / averaging
-      grid = [(int(k), int(s)) for k in _K.value for s in _S.value]
-      grid += [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value if ks]
-      for k, s in grid:
+      for k, s in _sampling_grid():
         point = dict(model=name, K=k, S=s, t_start="-", avg="-")
         if k * s > _MAX_EVALS.value:
           add(dict(point, tau=None, ms_per_nb=None, note=f"skipped: evals > {_MAX_EVALS.value}"))
@@ -362,9 +366,7 @@ def main(argv: Sequence[str]) -> None:
       add(dict(model=name, K="-", S="-", t_start="-", avg="-", tau=tau, ms_per_nb=1e3 * dt,
                train_s=run.get("wall_s"), note=""))
       continue
-    grid = [(int(k), int(s)) for k in _K.value for s in _S.value]
-    grid += [tuple(map(int, ks.split("x"))) for ks in _EXTRA.value if ks]
-    for (k, s), ts, avg in itertools.product(grid, map(float, _T_START.value),
+    for (k, s), ts, avg in itertools.product(_sampling_grid(), map(float, _T_START.value),
                                              map(int, _PROB_AVG.value)):
       point = dict(model=name, K=k, S=s, t_start=ts, avg=avg)
       if avg > k:  # the same as avg = k

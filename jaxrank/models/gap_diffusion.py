@@ -143,9 +143,8 @@ class GapDiffusionRanker(nn.Module):
       full = jax.random.bernoulli(jax.random.fold_in(k_r, 1), cfg.full_mask_prob, (B,))
       ratio_B = jnp.where(full, 1.0, ratio_B)
     keep = jax.random.uniform(k_m, (B, C)) >= ratio_B[:, None]
-    placed_gap = jnp.where(keep, batch["target_gap"], -1)
-    out = self.denoise(batch, placed_gap, deterministic)
-    return {**out, "placed": with_state(batch, placed_gap)[PLACED] >= 0}
+    state = with_state(batch, jnp.where(keep, batch["target_gap"], -1))
+    return {**self.denoiser(state, deterministic), "placed": state[PLACED] >= 0}
 
 
 def build(config: GapDiffusionConfig) -> nn.Module:
