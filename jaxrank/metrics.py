@@ -230,17 +230,53 @@ def _compute_stats(ranks: np.ndarray, lengths: np.ndarray, is_code: np.ndarray |
   return stats
 
 
-def _stats(names, gt_orders, pred_orders, types=None) -> _Stats:
+def _stats_and_ranks(names, gt_orders, pred_orders, types=None):
+  """(_Stats, flat true ranks of the predicted cells, lengths, is-code by true rank)."""
   if len(gt_orders) != len(pred_orders):
     raise ValueError(
         f"got {len(gt_orders)} true orders but {len(pred_orders)} predicted orders")
   ranks, lengths, is_code = _ranks_and_codes(names, gt_orders, pred_orders, types)
   try:
-    return _compute_stats(ranks, lengths, is_code)
+    return _compute_stats(ranks, lengths, is_code), ranks, lengths, is_code
   except _NotPermutation as e:
     i = e.args[0]
     _raise_mismatch(names[i], gt_orders[i], pred_orders[i])
     raise AssertionError("unreachable") from None
+
+
+def _stats(names, gt_orders, pred_orders, types=None) -> _Stats:
+  return _stats_and_ranks(names, gt_orders, pred_orders, types)[0]
+
+
+def _gap_oracle_ranks(ranks: np.ndarray, lengths: np.ndarray,
+                      is_code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """True ranks of two re-orderings of every predicted order, all notebooks at once.
+
+  A markdown cell's *gap* is the number of code cells before it; code cells go in
+  their true order. (a) each markdown cell keeps its predicted gap and the
+  markdown cells of a gap are put in their true order; (b) each markdown cell goes
+  to its true gap and those of a gap keep their predicted order.
+  """
+  nb = np.repeat(np.arange(lengths.size), lengths)
+  offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+  pos = np.arange(ranks.size) - offsets[nb]
+  code_by_rank = is_code.astype(np.int64)
+  before = np.cumsum(code_by_rank) - code_by_rank  # code cells before, whole array
+  gap_by_rank = before - before[offsets][nb]  # ... within the notebook (same layout)
+  flat_true = offsets[nb] + ranks
+  cell_code = code_by_rank[flat_true]  # of the cell predicted at each position
+  true_gap = gap_by_rank[flat_true]  # a code cell's: its index among code cells
+  pred_before = np.cumsum(cell_code) - cell_code
+  pred_gap = pred_before - pred_before[offsets][nb]
+  # One int64 key per cell (notebook, gap, markdown before code, tiebreak): one
+  # argsort instead of a 4-key lexsort (3x faster at 6.3M cells).
+  n_max = int(lengths.max()) + 1
+  base = (nb.astype(np.int64) * n_max * 2 + cell_code) * n_max
+
+  def order(gap, tiebreak):
+    return ranks[np.argsort(base + gap.astype(np.int64) * 2 * n_max + tiebreak, kind="stable")]
+
+  return order(np.where(cell_code == 1, true_gap, pred_gap), ranks), order(true_gap, pos)
 
 
 def _pooled_tau(stats: _Stats) -> float:
@@ -298,6 +334,15 @@ def evaluate_orders(
   whose next code cell in the prediction is their true next code cell, the end of
   the notebook counting as one; NaN without `cell_types` or markdown); `n_notebooks`,
   `n_cells`.
+
+  Where the errors are (with `cell_types`, else NaN; a markdown cell's *gap* is the
+  number of code cells before it): `tau_true_within_gap`, the pooled tau with each
+  markdown cell in its predicted gap but the markdown cells sharing a gap in their
+  true order (minus `kendall_tau`: what ordering within gaps costs), and
+  `tau_true_gaps`, with every markdown cell in its true gap and those sharing one in
+  their predicted order (1 minus it: the within-gap cost alone). On a cells-ranker
+  run of a Kaggle-kernel fold: 0.8387, 0.8400 and 0.9948, i.e. nearly all the loss
+  is in choosing gaps.
   """
   names, g, p = _align(gt, pred)
   if not names:
@@ -308,7 +353,12 @@ def evaluate_orders(
     if missing:
       raise ValueError(f"no cell types for notebook(s) {missing[:3]}")
     types = [cell_types[k] for k in names]
-  s = _stats(names, g, p, types)
+  s, ranks, lengths, is_code = _stats_and_ranks(names, g, p, types)
+  tau_true_within_gap = tau_true_gaps = math.nan
+  if is_code is not None:
+    r_a, r_b = _gap_oracle_ranks(ranks, lengths, is_code)
+    tau_true_within_gap = _pooled_tau(_compute_stats(r_a, lengths, None))
+    tau_true_gaps = _pooled_tau(_compute_stats(r_b, lengths, None))
   n = s.n.astype(np.float64)
   taus = _taus(s)
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -334,6 +384,8 @@ def evaluate_orders(
       "exact_order_rate": float(np.mean(s.inversions == 0)),
       "mean_abs_position_error": abs_err / n_cells if n_cells else 0.0,
       "markdown_placement_accuracy": float(md_acc),
+      "tau_true_within_gap": tau_true_within_gap,
+      "tau_true_gaps": tau_true_gaps,
       "n_notebooks": float(len(names)),
       "n_cells": float(n_cells),
   }

@@ -200,3 +200,64 @@ def test_refusals_name_notebook_and_cell():
     metrics.evaluate_orders({}, {})
   with pytest.raises(ValueError, match=r"2 true orders but 1 predicted"):
     metrics.kendall_tau([["a"], ["b"]], [["a"]])
+
+
+def _reference_gap_oracles(gt, pred, types):
+  """(pred gaps + true order within a gap, true gaps + predicted order within a gap),
+  built cell by cell: a markdown cell's gap is the number of code cells before it."""
+  def gaps(order):
+    out, k = {}, 0
+    for c in order:
+      if types[c] == "code":
+        k += 1
+      else:
+        out[c] = k
+    return out
+
+  code = [c for c in gt if types[c] == "code"]
+  true_gap, pred_gap = gaps(gt), gaps(pred)
+  true_pos, pred_pos = {c: i for i, c in enumerate(gt)}, {c: i for i, c in enumerate(pred)}
+
+  def build(gap, rank):
+    out = []
+    for k in range(len(code) + 1):
+      out += sorted((c for c in gap if gap[c] == k), key=rank.__getitem__)
+      out += code[k:k + 1]
+    return out
+
+  return build(pred_gap, true_pos), build(true_gap, pred_pos)
+
+
+def test_gap_oracle_taus_by_hand():
+  # True: a c0 b c1 d; predicted: c0 b a d c1 (a one gap late, d one gap early).
+  types = {"c0": "code", "c1": "code", "a": "markdown", "b": "markdown", "d": "markdown"}
+  gt = {"nb": ["a", "c0", "b", "c1", "d"]}
+  res = metrics.evaluate_orders(gt, {"nb": ["c0", "b", "a", "d", "c1"]}, {"nb": types})
+  # Predicted gaps kept, true order inside them: c0 a b d c1 (a-c0, d-c1 wrong).
+  assert res["tau_true_within_gap"] == pytest.approx(1 - 4 * 2 / 20)
+  # True gaps, predicted order inside them: a c0 b c1 d, the truth.
+  assert res["tau_true_gaps"] == 1.0
+  assert res["kendall_tau"] == pytest.approx(1 - 4 * 3 / 20)  # a-c0, a-b, d-c1 wrong
+  # Without cell types there are no gaps.
+  assert math.isnan(metrics.evaluate_orders(gt, {"nb": gt["nb"]})["tau_true_gaps"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(order_pairs(max_len=12), st.lists(st.booleans(), min_size=12,
+                                                            max_size=12)),
+                min_size=1, max_size=6))
+def test_gap_oracle_taus_match_a_cell_by_cell_reference(notebooks):
+  gt, pred, types, want_a, want_b = {}, {}, {}, [], []
+  for i, ((g, p), code_flags) in enumerate(notebooks):
+    t = {c: "code" if code_flags[k] else "markdown" for k, c in enumerate(g)}
+    gt[f"n{i}"], pred[f"n{i}"], types[f"n{i}"] = g, p, t
+    a, b = _reference_gap_oracles(g, p, t)
+    want_a.append(a)
+    want_b.append(b)
+  res = metrics.evaluate_orders(gt, pred, types)
+  gts = list(gt.values())
+  if not any(len(g) > 1 for g in gts):  # no pair anywhere: tau 1 by convention
+    assert res["tau_true_within_gap"] == res["tau_true_gaps"] == 1.0
+    return
+  assert res["tau_true_within_gap"] == pytest.approx(brute_pooled_tau(gts, want_a))
+  assert res["tau_true_gaps"] == pytest.approx(brute_pooled_tau(gts, want_b))
