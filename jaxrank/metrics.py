@@ -261,13 +261,15 @@ def _gap_oracle_ranks(ranks: np.ndarray, lengths: np.ndarray,
   offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
   pos = np.arange(ranks.size) - offsets[nb]
   code_by_rank = is_code.astype(np.int64)
-  before = np.cumsum(code_by_rank) - code_by_rank  # code cells before, whole array
-  gap_by_rank = before - before[offsets][nb]  # ... within the notebook (same layout)
+
+  def within(x):  # counts before each cell, whole array -> within its notebook
+    return x - np.append(x, 0)[offsets][nb]  # (an empty last notebook's offset is x.size)
+
+  gap_by_rank = within(np.cumsum(code_by_rank) - code_by_rank)
   flat_true = offsets[nb] + ranks
   cell_code = code_by_rank[flat_true]  # of the cell predicted at each position
   true_gap = gap_by_rank[flat_true]  # a code cell's: its index among code cells
-  pred_before = np.cumsum(cell_code) - cell_code
-  pred_gap = pred_before - pred_before[offsets][nb]
+  pred_gap = within(np.cumsum(cell_code) - cell_code)
   # One int64 key per cell (notebook, gap, markdown before code, tiebreak): one
   # argsort instead of a 4-key lexsort (3x faster at 6.3M cells).
   n_max = int(lengths.max()) + 1

@@ -238,6 +238,12 @@ def test_gap_oracle_taus_by_hand():
   # True gaps, predicted order inside them: a c0 b c1 d, the truth.
   assert res["tau_true_gaps"] == 1.0
   assert res["kendall_tau"] == pytest.approx(1 - 4 * 3 / 20)  # a-c0, a-b, d-c1 wrong
+  # An empty notebook, first or last, changes nothing.
+  pred = {"nb": ["c0", "b", "a", "d", "c1"], "e": []}
+  for gts in ({"e": [], **gt}, {**gt, "e": []}):
+    with_empty = metrics.evaluate_orders(gts, pred, {"nb": types, "e": {}})
+    assert with_empty["tau_true_within_gap"] == res["tau_true_within_gap"]
+    assert with_empty["tau_true_gaps"] == res["tau_true_gaps"]
   # Without cell types there are no gaps.
   assert math.isnan(metrics.evaluate_orders(gt, {"nb": gt["nb"]})["tau_true_gaps"])
 
