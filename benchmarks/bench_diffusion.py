@@ -350,16 +350,20 @@ def main(argv: Sequence[str]) -> None:
     predictor, run = predictors[name]
     items = features.items_any(predictor.features_kind, predictor.featurizer, val)
     base_cfg = predictor.family.cfg
+
+    def score(point: dict, evals: int, **changes) -> None:
+      """One sampling point of this model, skipped past --max_evals network calls."""
+      if evals > _MAX_EVALS.value:
+        add(dict(point, tau=None, ms_per_nb=None, note=f"skipped: evals > {_MAX_EVALS.value}"))
+        return
+      cfg = dataclasses.replace(base_cfg, **changes)
+      tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
+      add(dict(point, tau=tau, ms_per_nb=1e3 * dt, train_s=run.get("wall_s"), note=""))
+
     if name == "gap_diffusion":  # K unmasking steps x S orders; no t_start / averaging
       for k, s in _sampling_grid():
-        point = dict(model=name, K=k, S=s, t_start="-", avg="-")
-        if k * s > _MAX_EVALS.value:
-          add(dict(point, tau=None, ms_per_nb=None, note=f"skipped: evals > {_MAX_EVALS.value}"))
-          continue
-        cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s,
-                                  temperature=_GAP_TEMPERATURE.value)
-        tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
-        add(dict(point, tau=tau, ms_per_nb=1e3 * dt, train_s=run.get("wall_s"), note=""))
+        score(dict(model=name, K=k, S=s, t_start="-", avg="-"), k * s, sample_steps=k,
+              num_samples=s, temperature=_GAP_TEMPERATURE.value)
       continue
     if name != "diffusion":
       tau, dt, _ = _warm_and_time(predictor, val, items)
@@ -368,16 +372,11 @@ def main(argv: Sequence[str]) -> None:
       continue
     for (k, s), ts, avg in itertools.product(_sampling_grid(), map(float, _T_START.value),
                                              map(int, _PROB_AVG.value)):
-      point = dict(model=name, K=k, S=s, t_start=ts, avg=avg)
       if avg > k:  # the same as avg = k
         continue
-      if (k + (ts > 0)) * s > _MAX_EVALS.value:  # t_start > 0: one more network call
-        add(dict(point, tau=None, ms_per_nb=None, note=f"skipped: evals > {_MAX_EVALS.value}"))
-        continue
-      cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s, sample_t_start=ts,
-                                prob_avg_steps=avg)
-      tau, dt, _ = _warm_and_time(predictor, val, items, cfg)
-      add(dict(point, tau=tau, ms_per_nb=1e3 * dt, train_s=run.get("wall_s"), note=""))
+      score(dict(model=name, K=k, S=s, t_start=ts, avg=avg),
+            (k + (ts > 0)) * s,  # t_start > 0: one more network call
+            sample_steps=k, num_samples=s, sample_t_start=ts, prob_avg_steps=avg)
     if _MEDIAN.value:
       k, s = map(int, _MEDIAN.value.split("x"))
       cfg = dataclasses.replace(base_cfg, sample_steps=k, num_samples=s, combine="median")

@@ -159,16 +159,12 @@ class DiffusionConfig:
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    for name, value, allowed in [("objective", self.objective, OBJECTIVES),
-                                 ("parameterization", self.parameterization, PARAMETERIZATIONS),
-                                 ("time_sampling", self.time_sampling, TIME_SAMPLING),
-                                 ("combine", self.combine, COMBINE),
-                                 ("head", self.head, HEADS)]:
-      if value not in allowed:
-        raise ValueError(f"diffusion config: {name}={value!r}, expected one of {allowed}")
-    if self.sample_steps < 1 or self.num_samples < 1:
-      raise ValueError(f"diffusion config: sample_steps={self.sample_steps} and "
-                       f"num_samples={self.num_samples} must both be >= 1")
+    layers.check_sampler_config(
+        "diffusion", [("objective", self.objective, OBJECTIVES),
+                      ("parameterization", self.parameterization, PARAMETERIZATIONS),
+                      ("time_sampling", self.time_sampling, TIME_SAMPLING),
+                      ("combine", self.combine, COMBINE),
+                      ("head", self.head, HEADS)], self.sample_steps, self.num_samples)
     if not 0.0 <= self.sample_t_start < 1.0:
       raise ValueError(f"diffusion config: sample_t_start={self.sample_t_start} must be in [0, 1)")
     if not 0.0 <= self.t0_prob <= 1.0:

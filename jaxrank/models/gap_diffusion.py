@@ -79,13 +79,10 @@ class GapDiffusionConfig(rankers.CellsConfig):
   placed_in_gap_keys: bool = False
 
   def __post_init__(self):
-    for name, value, allowed in [("objective", self.objective, OBJECTIVES),
-                                 ("mask_schedule", self.mask_schedule, MASK_SCHEDULES)]:
-      if value not in allowed:
-        raise ValueError(f"gap_diffusion config: {name}={value!r}, expected one of {allowed}")
-    if self.sample_steps < 1 or self.num_samples < 1:
-      raise ValueError(f"gap_diffusion config: sample_steps={self.sample_steps} and "
-                       f"num_samples={self.num_samples} must both be >= 1")
+    layers.check_sampler_config(
+        "gap_diffusion", [("objective", self.objective, OBJECTIVES),
+                          ("mask_schedule", self.mask_schedule, MASK_SCHEDULES)],
+        self.sample_steps, self.num_samples)
     if not 0.0 <= self.full_mask_prob <= 1.0:
       raise ValueError(f"gap_diffusion config: full_mask_prob={self.full_mask_prob} must be "
                        "in [0, 1]")

@@ -222,3 +222,15 @@ def gap_markdown_belief(outputs: Mapping[str, np.ndarray], row: int, n_code: int
     probs = np.asarray(outputs["gap_probs"][row, n_code:n_code + n_md, : n_code + 1], np.float64)
     probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
   return probs, key
+
+
+def check_sampler_config(family: str, choices: Sequence[tuple[str, Any, Sequence[str]]],
+                         sample_steps: int, num_samples: int) -> None:
+  """Config checks of the two diffusion families: each (name, value, allowed) of `choices`
+  has an allowed value, and there are at least one sampling step and one sample."""
+  for name, value, allowed in choices:
+    if value not in allowed:
+      raise ValueError(f"{family} config: {name}={value!r}, expected one of {allowed}")
+  if sample_steps < 1 or num_samples < 1:
+    raise ValueError(f"{family} config: sample_steps={sample_steps} and "
+                     f"num_samples={num_samples} must both be >= 1")
