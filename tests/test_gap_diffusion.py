@@ -43,7 +43,8 @@ def test_mask_ratio_schedules_and_config_validation():
   r = np.asarray(gd.mask_ratios(jax.random.key(0), (20_000,), "uniform"))
   assert r.mean() == pytest.approx(0.5, abs=0.01)
   for bad in [{"objective": "flow"}, {"mask_schedule": "linear"}, {"sample_steps": 0},
-              {"num_samples": 0}, {"decode": "pointwise"}]:
+              {"num_samples": 0}, {"decode": "pointwise"}, {"self_condition": 1.5},
+              {"full_mask_prob": -0.1}]:
     with pytest.raises(ValueError, match=next(iter(bad))):
       gd.GapDiffusionConfig(**bad)
 
@@ -70,6 +71,37 @@ def test_placed_features_read_the_markdown_cells_placed_in_each_gap():
   two = pairs.placed_features(jnp.asarray(sim), jnp.array([[-1, -1, -1, 1, 1]]),
                               jnp.array([[False, False, False, True, True]]), grid)[0]
   assert 0.9 <= float(two[0, 2, 1]) <= 0.9 + np.log(2) / 10 + 1e-6
+
+
+def test_estimate_features_read_the_previous_gap_distributions():
+  # 2 code cells; markdown rows 2, 3, 4. Row 3 was estimated in gap 1 (p 0.8) or 2 (0.2),
+  # row 4 surely in gap 2; row 2 has an estimate, padding row none.
+  C = 5
+  sim = np.zeros((1, C, C), np.float32)
+  sim[0, 2, 3] = sim[0, 3, 2] = 0.9
+  sim[0, 2, 4] = sim[0, 4, 2] = 0.2
+  probs = np.zeros((1, C, C + 1), np.float32)
+  probs[0, 2, :3] = [0.5, 0.25, 0.25]
+  probs[0, 3, :3] = [0, 0.8, 0.2]
+  probs[0, 4, 2] = 1.0
+  has = jnp.array([[False, False, True, True, True]])
+  own_logp, p, soft, prv, nxt, count, flag = [np.asarray(f)[0] for f in pairs.estimate_features(
+      jnp.asarray(sim), jnp.asarray(probs), has)]
+  f = lambda q: np.log(np.asarray(q) + 1e-3) / np.log(1e3) + 1  # noqa: E731
+  np.testing.assert_allclose(p[2, :3], [0.5, 0.25, 0.25])
+  np.testing.assert_allclose(own_logp[2, :3], f([0.5, 0.25, 0.25]), atol=1e-6)
+  assert own_logp[3, 0] == pytest.approx(0, abs=1e-6)  # probability 0: the bottom of the scale
+  # Row 2's neighbour evidence in gap 1 is row 3's similarity, down by its probability.
+  np.testing.assert_allclose(soft[2, 1], f(np.exp(10 * (0.9 - 1)) * 0.8), atol=1e-5)
+  assert soft[2, 0] == pytest.approx(0, abs=1e-6)
+  assert prv[2, 2] == soft[2, 1] and nxt[2, 0] == soft[2, 1]
+  np.testing.assert_allclose(count[2, :3], np.log1p([0, 0.8, 1.2]) / 3, atol=1e-6)
+  np.testing.assert_allclose(flag[:, 0], [0, 0, 1, 1, 1])
+  # Cells without an estimate give none, and are no evidence for others.
+  none = [np.asarray(f)[0] for f in pairs.estimate_features(
+      jnp.asarray(sim), jnp.asarray(probs), has.at[0, 3].set(False))]
+  assert all(np.all(f[3] == 0) for f in none)
+  np.testing.assert_allclose(none[2][2, 1], f(np.exp(10 * (0.2 - 1)) * 0), atol=1e-6)
 
 
 class Oracle(nn.Module):
@@ -224,6 +256,139 @@ def test_gap_diffusion_trains_and_its_saved_run_predicts_what_it_validated(ws, t
   _, val = train.split_data(train.load_notebooks(config.data), config.data)
   table, _ = train.evaluate_predictions(val, predictor.predict(val))
   assert table["kendall_tau"] == pytest.approx(out["val"]["kendall_tau"], abs=1e-9)
+
+
+# --- self-conditioning (model.self_condition > 0) --------------------------------------------
+@pytest.fixture(scope="module")
+def net_sc(ws):  # noqa: F811
+  cfg = tiny_config(ws, **{"model.self_condition": 0.5})
+  nbs = [nb for nb in train.load_notebooks(cfg.data) if 3 <= nb.n_markdown and nb.n_cells <= 60]
+  f, items = features.fit_any(cfg.features, nbs[:3])
+  fam = train.family_from_config(cfg, f.vocab_size)
+  arrays = batching.collate(items, 64)
+  model = fam.build()
+  params = model.init({"params": jax.random.key(0)}, _inputs(arrays))["params"]
+  return fam, model, params, arrays
+
+
+def test_self_conditioning_reads_the_previous_estimate_and_one_step_is_still_one_shot(net_sc):
+  fam, model, params, arrays = net_sc
+  assert fam.cfg.self_condition == 0.5 and "self_cond" in params["denoiser"]["cells"]
+  x = _inputs(arrays)
+  md = np.asarray(x["cell_mask"] & ~x["is_code"])
+  none = jnp.full(md.shape, -1)
+  denoise = jax.jit(lambda p, b, e: model.apply({"params": p}, b, none, True, e,
+                                                method="denoise"))
+  zero = gd.no_estimate(x)
+  a = denoise(params, x, zero)
+  truth = jax.nn.one_hot(jnp.asarray(arrays["target_gap"]), zero.shape[-1])
+  b = denoise(params, x, truth)
+  assert not np.allclose(np.asarray(a["gap_logits"])[md], np.asarray(b["gap_logits"])[md])
+  # No estimate given is no estimate: the first step of sampling reads none.
+  c = jax.jit(lambda p, b: model.apply({"params": p}, b, none, True, method="denoise"))(params, x)
+  np.testing.assert_array_equal(np.asarray(a["gap_logits"]), np.asarray(c["gap_logits"]))
+  predict = jax.jit(gd.predict, static_argnums=(0, 4))
+  one = predict(model, params, x, jax.random.key(3), dataclasses.replace(fam.cfg, sample_steps=1))
+  np.testing.assert_allclose(np.asarray(one["gap_probs"])[md],
+                             np.asarray(jax.nn.softmax(a["gap_logits"], -1))[md], atol=1e-6)
+  # Step 2 reads step 1's estimate: the cells it places differ from the same sampler's
+  # without the estimate (the sampler's switch, same parameters); step 1's cells do not.
+  two = predict(model, params, x, jax.random.key(3), dataclasses.replace(fam.cfg, sample_steps=2))
+  off = predict(model, params, x, jax.random.key(3),
+                dataclasses.replace(fam.cfg, sample_steps=2, self_condition=0.0))
+  same = np.all(np.isclose(np.asarray(two["gap_probs"]), np.asarray(off["gap_probs"]),
+                           atol=1e-6), -1) & md
+  n_md = md.sum(-1)
+  first = n_md - np.asarray(gd.still_masked(jnp.asarray(n_md), 0, 2))
+  np.testing.assert_array_equal(same.sum(-1), first)
+  assert (first < n_md).all()
+  fn = jax.jit(lambda p, b, r: gd.predict(model, p, b, r, dataclasses.replace(
+      fam.cfg, sample_steps=4, num_samples=2)))
+  s1, s2 = fn(params, x, jax.random.key(5)), fn(params, x, jax.random.key(5))
+  np.testing.assert_array_equal(np.asarray(s1["gap_probs"]), np.asarray(s2["gap_probs"]))
+  np.testing.assert_allclose(np.asarray(two["gap_probs"]).sum(-1)[md], 1, atol=1e-5)
+
+
+def test_self_conditioned_denoiser_and_sampler_are_equivariant(net_sc):
+  fam, model, params, arrays = net_sc
+  perm_arrays, perms = _permute_markdown(arrays, np.random.default_rng(0))
+  rows = np.arange(perms.shape[0])[:, None]
+  x, px = _inputs(arrays), _inputs(perm_arrays)
+  rng = np.random.default_rng(1)
+  placed = np.where(rng.random(perms.shape) < 0.5, arrays["target_gap"], -1)
+  est = jax.nn.softmax(jnp.asarray(rng.normal(size=perms.shape + (perms.shape[1] + 1,))), -1)
+  a = model.apply({"params": params}, x, jnp.asarray(placed), True, est, method="denoise")
+  b = model.apply({"params": params}, px, jnp.asarray(placed[rows, perms]), True,
+                  est[rows, perms], method="denoise")
+  mask = arrays["cell_mask"]
+  np.testing.assert_allclose(np.asarray(a["gap_logits"])[rows, perms][mask],
+                             np.asarray(b["gap_logits"])[mask], atol=2e-4)
+  sa = gd.predict(model, params, x, jax.random.key(0), fam.cfg)
+  sb = gd.predict(model, params, px, jax.random.key(0), fam.cfg)
+  np.testing.assert_allclose(np.asarray(sa["gap_probs"])[rows, perms][mask],
+                             np.asarray(sb["gap_probs"])[mask], atol=2e-4)
+
+
+def test_self_conditioned_loss_trains_the_estimate_inputs(net_sc):
+  fam, model, params, arrays = net_sc
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+
+  def loss(p):
+    out = model.apply({"params": p}, batch, deterministic=False,
+                      rngs={"dropout": jax.random.key(2)})
+    return gd.loss_fn(out, batch, fam.cfg)
+
+  (value, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  assert np.isfinite(float(value)) and 0 < float(aux["placed_share"]) < 1
+  cells = grads["denoiser"]["cells"]
+  assert float(jnp.abs(cells["self_cond"]).sum()) > 0
+  assert float(jnp.abs(cells["self_cond_conf"]["kernel"]).sum()) > 0
+
+
+def test_unrolled_training_places_the_first_passs_most_confident_cells(net_sc):
+  fam, model, params, arrays = net_sc
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+  md = np.asarray(batch["cell_mask"] & ~batch["is_code"])
+  unrolled = model.clone(config=dataclasses.replace(fam.cfg, unrolled=1.0, full_mask_prob=0.0))
+  out = unrolled.apply({"params": params}, batch, deterministic=True)  # no dropout, same masks
+  first = model.apply({"params": params}, _inputs(arrays), jnp.full(md.shape, -1), True,
+                      method="denoise")
+  conf = np.asarray(jax.nn.softmax(first["gap_logits"], -1).max(-1))
+  placed = np.asarray(out["placed"])
+  assert placed[md].any() and (~placed[md]).any() and not placed[~md].any()
+  for b in range(md.shape[0]):
+    on, off = conf[b][placed[b] & md[b]], conf[b][~placed[b] & md[b]]
+    if len(on) and len(off):
+      assert on.min() >= off.max()  # the most confident ones, however many the mask keeps
+  # Read as the sampler's second step would: unlike the truth-placed training, the same
+  # placements at their first-pass gaps give these outputs.
+  gaps = np.where(placed, np.asarray(first["gap_logits"]).argmax(-1), -1)
+  est = jax.nn.softmax(first["gap_logits"], -1)
+  again = model.apply({"params": params}, _inputs(arrays), jnp.asarray(gaps), True, est,
+                      method="denoise")
+  np.testing.assert_allclose(np.asarray(out["gap_logits"])[md & ~placed],
+                             np.asarray(again["gap_logits"])[md & ~placed], rtol=1e-4, atol=1e-4)
+  truth = model.apply({"params": params}, _inputs(arrays),
+                      jnp.asarray(np.where(placed, arrays["target_gap"], -1)), True, est,
+                      method="denoise")
+  assert not np.allclose(np.asarray(truth["gap_logits"])[md & ~placed],
+                         np.asarray(again["gap_logits"])[md & ~placed], atol=1e-4)
+
+
+def test_refine_sampler_rereads_every_cell_and_needs_self_conditioning(net_sc):
+  fam, model, params, arrays = net_sc
+  x = _inputs(arrays)
+  md = np.asarray(x["cell_mask"] & ~x["is_code"])
+  with pytest.raises(ValueError, match="refine"):
+    dataclasses.replace(fam.cfg, sampler="refine", self_condition=0.0)
+  refine = dataclasses.replace(fam.cfg, sampler="refine", sample_steps=2)
+  out = gd.predict(model, params, x, jax.random.key(0), refine)
+  none = jnp.full(md.shape, -1)
+  first = model.apply({"params": params}, x, none, True, method="denoise")
+  second = model.apply({"params": params}, x, none, True,
+                       jax.nn.softmax(first["gap_logits"], -1), method="denoise")
+  np.testing.assert_allclose(np.asarray(out["gap_probs"])[md],
+                             np.asarray(jax.nn.softmax(second["gap_logits"], -1))[md], atol=1e-6)
 
 
 def test_bench_diffusion_summarizes_folds_as_mean_and_std(tmp_path):

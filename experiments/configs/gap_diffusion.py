@@ -31,5 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.temperature = 1.0
   c.model.full_mask_prob = 0.0  # share of training notebooks at mask ratio 1 (one-shot)
   c.model.placed_in_gap_keys = False  # bilinear gap keys also read the placed markdown cells
+  c.model.self_condition = 0.0  # share trained reading their own previous estimate (0 = off)
+  c.model.sampler = "unmask"  # or "refine": K passes over every cell, each reading the last
+  c.model.unrolled = 0.0  # share trained on their own first guesses placed (the 2nd step)
   c.lock()
   return c

@@ -33,16 +33,31 @@ gap-head ranker's are (`jaxrank.decode`: least expected misplaced pairs, the
 crowding price, the notebook's own section order). K = 1 places every cell
 from the all-masked state: the one-shot cells ranker, exactly.
 
+Self-conditioning (`self_condition`, after Chen et al. 2022's analog bits): the
+denoiser also reads a previous estimate of every markdown cell's gap distribution
+(`rankers.SELF_COND`): as pair features (its own previous log probability of g, and
+how similar it is to the cells expected in g and its neighbours,
+`pairs.estimate_features`) and in the transformer over cells (its expected gap
+centre, blurred, and its confidence). Training runs a first pass on the same state
+(no gradient) and a share `self_condition` of the notebooks read it; sampling step
+each later step reads the one before's distributions, so the first reads nothing
+and K = 1 is still the one-shot forward. `unrolled` (SUNDAE's unrolled denoising, Savinov et al. 2022)
+trains a share of notebooks on the sampler's own second step: the first pass from
+all masked, its most confident cells placed at their most likely gap, right or
+wrong. `sampler="refine"` places nothing: each step re-predicts every cell from the
+last step's estimate.
+
 `objective="one_shot"` trains the same network at r = 1 only: the matched
 one-shot twin (`benchmarks/bench_diffusion.py`). Deterministic for a seed.
 
-Measured (bench_diffusion's docstring; three Kaggle-kernel folds, seed 0): level
-with the cells ranker (K = 8: 0.8393 +- 0.021 against 0.8394), but K >= 4 adds
-only +0.0002 to +0.0006 over K = 1 and the one-shot twin stays ahead (0.8398):
-a cell's placed neighbours carry little about its gap. `full_mask_prob` (train a
-share at r = 1) and `placed_in_gap_keys` (the learned gap keys read the placed
-cells' states) were tried on one fold: +0.0008 / +0.0009 at K = 1 / 4, still
-below the twin.
+Measured (bench_diffusion's docstring; three Kaggle-kernel folds, seed 0): without
+self-conditioning the steps do not pay (K = 8: 0.8393 +- 0.021, K = 1 0.8387, the
+twin 0.8398): the placed cells carry little about the others' gaps. With it
+(`self_condition=0.5`, `full_mask_prob=0.5`, `placed_in_gap_keys`), K = 4 scores
+0.8423 +- 0.019 against 0.8378 at K = 1 (above it on every fold) and 0.8398 for the
+twin; the cells ranker is 0.8394. What pays is re-reading the whole first estimate:
+`sampler="refine"` with K = 2 gets most of it (Surfing-Ninja: 0.8385 against 0.8352
+at K = 1 and 0.8394 unmasking).
 """
 
 from __future__ import annotations
@@ -57,12 +72,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrank.models import layers, rankers
-from jaxrank.models.rankers import MASK_RATIO, PLACED
+from jaxrank.models.rankers import MASK_RATIO, PLACED, SELF_COND
 
 Array = jax.Array
 
 OBJECTIVES = ("masked", "one_shot")
 MASK_SCHEDULES = ("cosine", "uniform")
+SAMPLERS = ("unmask", "refine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,15 +93,35 @@ class GapDiffusionConfig(rankers.CellsConfig):
   # With use_bilinear: each gap's key also reads the mean transformer state of the markdown
   # cells placed in it, so the learned term can match a cell against its placed neighbours.
   placed_in_gap_keys: bool = False
+  # Self-conditioning (Chen et al. 2022): the share of training notebooks whose
+  # denoiser also reads its own previous estimate of every markdown cell's gap
+  # (a first pass on the same state, no gradient); sampling step k > 0 reads step
+  # k - 1's. 0 = off (the batch has no estimate field).
+  self_condition: float = 0.0
+  # "unmask": K confidence-ordered steps, each cell decoded from the step that placed it.
+  # "refine" (needs self_condition): nothing is placed; each of the K steps re-predicts
+  # every cell from the last step's estimate, the last step's distributions decoded.
+  sampler: str = "unmask"
+  # Unrolled training (SUNDAE's, Savinov et al. 2022): the share of training notebooks whose
+  # placed cells are the model's own first guesses, as the sampler's second step sees them:
+  # a first pass from all masked, its most confident cells placed at their most likely gap
+  # (right or wrong), the rest denoised reading that pass as their estimate. With it, every
+  # self-conditioning estimate comes from that all-masked pass.
+  unrolled: float = 0.0
 
   def __post_init__(self):
     layers.check_sampler_config(
         "gap_diffusion", [("objective", self.objective, OBJECTIVES),
-                          ("mask_schedule", self.mask_schedule, MASK_SCHEDULES)],
+                          ("mask_schedule", self.mask_schedule, MASK_SCHEDULES),
+                          ("sampler", self.sampler, SAMPLERS)],
         self.sample_steps, self.num_samples)
-    if not 0.0 <= self.full_mask_prob <= 1.0:
-      raise ValueError(f"gap_diffusion config: full_mask_prob={self.full_mask_prob} must be "
-                       "in [0, 1]")
+    for name in ("full_mask_prob", "self_condition", "unrolled"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"gap_diffusion config: {name}={getattr(self, name)} must be "
+                         "in [0, 1]")
+    if self.sampler == "refine" and self.self_condition == 0:
+      raise ValueError("gap_diffusion config: sampler='refine' needs self_condition > 0 (its "
+                       "steps differ only by the estimate they read)")
     if self.decode != "gap":
       raise ValueError("gap_diffusion config: decode must be 'gap' (it predicts gap "
                        "distributions)")
@@ -105,13 +141,31 @@ def mask_ratios(rng, shape, schedule: str) -> Array:
   return jnp.cos(jnp.pi / 2 * u) if schedule == "cosine" else 1.0 - u
 
 
-def with_state(batch: Mapping[str, Array], placed_gap_BxC: Array) -> dict[str, Array]:
-  """The batch with a denoising state: the placed gaps (-1 = masked) and the masked share."""
+def with_state(batch: Mapping[str, Array], placed_gap_BxC: Array,
+               estimate_BxCxG: Array | None = None) -> dict[str, Array]:
+  """The batch with a denoising state: the placed gaps (-1 = masked) and the masked share,
+  and with self-conditioning the previous gap estimate (zeros = none; placed cells: their
+  gap, one-hot)."""
   md = batch["cell_mask"] & ~batch["is_code"]
   placed_gap_BxC = jnp.where(md, placed_gap_BxC, -1).astype(jnp.int32)
   n_md = jnp.maximum(md.sum(-1), 1).astype(jnp.float32)
   ratio = (md & (placed_gap_BxC < 0)).sum(-1).astype(jnp.float32) / n_md
-  return {**batch, PLACED: placed_gap_BxC, MASK_RATIO: ratio}
+  state = {**batch, PLACED: placed_gap_BxC, MASK_RATIO: ratio}
+  if estimate_BxCxG is not None:
+    G = estimate_BxCxG.shape[-1]
+    placed = (placed_gap_BxC >= 0)[..., None]
+    est = jnp.where(placed, jax.nn.one_hot(placed_gap_BxC, G), estimate_BxCxG)
+    state[SELF_COND] = jnp.where(md[..., None], est, 0.0).astype(jnp.float32)
+  return state
+
+
+def no_estimate(batch: Mapping[str, Array]) -> Array:
+  B, C = batch["cell_mask"].shape
+  return jnp.zeros((B, C, C + 1), jnp.float32)
+
+
+def gap_probs(out: Mapping[str, Array]) -> Array:
+  return jax.nn.softmax(out["gap_logits"].astype(jnp.float32), -1)
 
 
 class GapDiffusionRanker(nn.Module):
@@ -122,8 +176,10 @@ class GapDiffusionRanker(nn.Module):
   def setup(self):
     self.denoiser = rankers.CellsRanker(self.config)
 
-  def denoise(self, batch, placed_gap_BxC, deterministic: bool = True):
-    return self.denoiser(with_state(batch, placed_gap_BxC), deterministic)
+  def denoise(self, batch, placed_gap_BxC, deterministic: bool = True, estimate_BxCxG=None):
+    if self.config.self_condition > 0 and estimate_BxCxG is None:
+      estimate_BxCxG = no_estimate(batch)
+    return self.denoiser(with_state(batch, placed_gap_BxC, estimate_BxCxG), deterministic)
 
   def __call__(self, batch: Mapping[str, Array], deterministic: bool = True):
     cfg = self.config
@@ -140,7 +196,30 @@ class GapDiffusionRanker(nn.Module):
       full = jax.random.bernoulli(jax.random.fold_in(k_r, 1), cfg.full_mask_prob, (B,))
       ratio_B = jnp.where(full, 1.0, ratio_B)
     keep = jax.random.uniform(k_m, (B, C)) >= ratio_B[:, None]
-    state = with_state(batch, jnp.where(keep, batch["target_gap"], -1))
+    placed = jnp.where(keep, batch["target_gap"], -1)
+    estimate = None
+    if cfg.unrolled > 0:
+      # The sampler's first step, then its second's state: the first pass's most confident
+      # cells (as many as the mask keeps) placed at their most likely gap.
+      first = jax.lax.stop_gradient(gap_probs(self.denoise(
+          batch, jnp.full((B, C), -1, jnp.int32), deterministic)))
+      md = batch["cell_mask"] & ~batch["is_code"]
+      conf = jnp.where(md, first.max(-1), -1.0)
+      rank = jnp.argsort(jnp.argsort(-conf, -1, stable=True), -1, stable=True)
+      own = md & (rank < (keep & md).sum(-1, keepdims=True))
+      use_own = jax.random.bernoulli(jax.random.fold_in(k_r, 3), cfg.unrolled, (B,))
+      placed = jnp.where(use_own[:, None], jnp.where(own, first.argmax(-1), -1), placed)
+    elif cfg.self_condition > 0:
+      # A first pass on the same state (no gradient) gives the estimate.
+      first = jax.lax.stop_gradient(gap_probs(self.denoise(batch, placed, deterministic)))
+    if cfg.self_condition > 0:
+      # A share `self_condition` of the notebooks (and every unrolled one) read the first
+      # pass as their estimate; the rest read none.
+      use = jax.random.bernoulli(jax.random.fold_in(k_r, 2), cfg.self_condition, (B,))
+      if cfg.unrolled > 0:
+        use = use | use_own
+      estimate = jnp.where(use[:, None, None], first, 0.0)
+    state = with_state(batch, placed, estimate)
     return {**self.denoiser(state, deterministic), "placed": state[PLACED] >= 0}
 
 
@@ -171,9 +250,16 @@ def unmask(model: nn.Module, params, batch: Mapping[str, Array], rng, cfg: GapDi
   placed = jnp.full((B, C), -1, jnp.int32)
   probs = jnp.zeros((B, C, C + 1), jnp.float32)
   keys = jnp.zeros((B, C), jnp.float32)
+  estimate = None  # self-conditioning: the last step's distributions (none at step 0)
   for k in range(steps):  # K is small and static: unrolled
-    out = model.apply({"params": params}, batch, placed, True, method="denoise")
-    p = jax.nn.softmax(out["gap_logits"].astype(jnp.float32), -1)
+    extra = (estimate,) if cfg.self_condition > 0 else ()
+    out = model.apply({"params": params}, batch, placed, True, *extra, method="denoise")
+    p = gap_probs(out)
+    if cfg.self_condition > 0:
+      estimate = p
+    if cfg.sampler == "refine":  # nothing placed: every cell keeps the latest step's
+      probs, keys = p, out["key"].astype(jnp.float32)
+      continue
     masked = md & (placed < 0)
     conf = jnp.log(p.max(-1) + 1e-12)
     if cfg.num_samples > 1 and cfg.temperature > 0:

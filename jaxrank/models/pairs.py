@@ -9,6 +9,7 @@ over to repositories never seen in training.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -99,6 +100,32 @@ def best_gap_features(sim_BxCxC: Array, grid: Gaps, n_code_B: Array) -> list[Arr
   masked = jnp.where(grid.valid[:, None, :], sim_next, -1.0)
   rank = jnp.argsort(jnp.argsort(-masked, axis=-1), axis=-1) / n1  # 0 = most similar
   return [sim_next, sim_prev, sim_next / (best + 1e-3), is_best, rank]
+
+
+def estimate_features(sim_BxCxC: Array, probs_BxCxG: Array, has_BxC: Array,
+                      sharpness: float = 10.0, floor: float = 1e-3) -> list[Array]:
+  """[B, C, G] evidence from a previous estimate of every markdown cell's gap
+  (gap diffusion's self-conditioning): per (m, g), m's own previous probability of
+  g, as is and as a log (smoothed by `floor`, scaled to [0, 1]), a soft maximum of m's
+  similarity to the other cells weighted by their probability of g (smoothed likewise:
+  the logs of tiny probabilities would amplify rounding), the same for the gaps either
+  side, the expected number of others in g (log), and whether m has an estimate; all 0
+  where it has none."""
+  C = sim_BxCxC.shape[1]
+  has = has_BxC.astype(jnp.float32)[:, :, None]
+  p = probs_BxCxG.astype(jnp.float32) * has  # cells without an estimate weigh nothing
+  not_self = ~jnp.eye(C, dtype=bool)[None]
+  e = jnp.where(not_self, jnp.exp(sharpness * (sim_BxCxC.astype(jnp.float32) - 1.0)), 0.0)
+  total = jnp.einsum("bmj,bjg->bmg", e, p)
+  scale = -math.log(floor)
+  soft = jnp.log(total + floor) / scale + 1.0  # 0 (none) .. ~1 (a cell like m, surely there)
+  zeros = jnp.zeros(soft.shape[:2] + (1,), jnp.float32)
+  prv = jnp.concatenate([zeros, soft[:, :, :-1]], -1)
+  nxt = jnp.concatenate([soft[:, :, 1:], zeros], -1)
+  count = p.sum(1)[:, None, :] - p
+  own_logp = jnp.log(p + floor) / scale + 1.0
+  return [f * has for f in (own_logp, p, soft, prv, nxt, jnp.log1p(count) / 3.0)] + [
+      jnp.broadcast_to(has, soft.shape)]
 
 
 def placed_features(sim_BxCxC: Array, placed_gap_BxC: Array, placed_BxC: Array, grid: Gaps,

@@ -64,6 +64,14 @@ FORM_FIELDS = ("shape", "section")
 # each cell's placed gap (-1: not placed; only markdown cells are ever placed) [B, C]
 # and the share of each notebook's markdown cells still unplaced [B].
 PLACED, MASK_RATIO = "placed_gap", "mask_ratio"
+# Gap diffusion's self-conditioning (model.self_condition > 0): a previous estimate of
+# every markdown cell's gap distribution [B, C, G]; rows of zeros = no estimate.
+SELF_COND = "self_cond"
+
+
+def self_cond_mask(batch: Mapping[str, Array]) -> Array:
+  """[B, C] real markdown cells with a previous gap estimate."""
+  return (batch[SELF_COND].sum(-1) > 0.5) & ~batch["is_code"] & batch["cell_mask"]
 
 
 def placed_mask(batch: Mapping[str, Array]) -> Array:
@@ -249,6 +257,8 @@ class CellsRanker(nn.Module):
       if PLACED in batch:  # gap diffusion: the markdown cells already placed, per gap
         for sim in sims:
           out += pairs.placed_features(sim, batch[PLACED], placed_mask(batch), grid)
+      if SELF_COND in batch:  # gap diffusion: the previous estimate of every markdown cell
+        out += pairs.estimate_features(sims[0], batch[SELF_COND], self_cond_mask(batch))
       return out
 
     def placed_states(grid):
@@ -298,6 +308,22 @@ class CellsTransformer(nn.Module):
       x += jnp.where(placed[..., None], pos_proj(layers.fourier(centre, 16)) + placed_vec, 0)
       x += nn.Dense(d, dtype=cfg.dtype, name="mask_ratio")(
           layers.fourier(batch[MASK_RATIO].astype(jnp.float32), 4, raw=True))[:, None, :]
+    if SELF_COND in batch:
+      # Self-conditioning: each markdown cell's previous estimate, as its expected
+      # gap centre (embedded as positions are), its confidence, and a learned vector.
+      has = self_cond_mask(batch)
+      p = batch[SELF_COND].astype(jnp.float32)
+      G = p.shape[-1]
+      centres = (jnp.arange(G, dtype=jnp.float32)[None, :] + 0.5) / (
+          batch["n_code"][:, None].astype(jnp.float32) + 1.0)  # [B, G]
+      expected = jnp.einsum("bcg,bg->bc", p, centres)
+      conf = jnp.stack([p.max(-1), (p * jnp.log(jnp.maximum(p, 1e-30))).sum(-1) / 4.0], -1)
+      sc_vec = self.param("self_cond", nn.initializers.normal(0.02), (d,)).astype(cfg.dtype)
+      # An expectation is soft: the top octaves of its Fourier code (up to 2^15 pi) would
+      # amplify rounding, so it is embedded blurred, octaves 8 and up zeroed.
+      blur = jnp.tile(jnp.arange(16) < 8, 2)
+      x += jnp.where(has[..., None], pos_proj(layers.fourier(expected, 16) * blur) + sc_vec
+                     + nn.Dense(d, dtype=cfg.dtype, name="self_cond_conf")(conf), 0)
     cell_cfg = roberta.EncoderConfig(
         vocab_size=1, hidden_size=d, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
         intermediate_size=2 * d, layer_norm_eps=1e-5, hidden_act="gelu_new",
