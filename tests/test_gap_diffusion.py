@@ -148,7 +148,7 @@ def tiny_config(ws, **overrides):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def net(ws):  # noqa: F811
-  cfg = tiny_config(ws)
+  cfg = tiny_config(ws)  # without self-conditioning (net_sc below has it)
   nbs = [nb for nb in train.load_notebooks(cfg.data) if 3 <= nb.n_markdown and nb.n_cells <= 60]
   nbs = nbs[:3]
   f, items = features.fit_any(cfg.features, nbs)
@@ -204,14 +204,20 @@ def test_one_step_is_the_one_shot_forward_and_sampling_is_deterministic(net):
   assert not np.array_equal(np.asarray(a["gap_probs"]), np.asarray(c["gap_probs"]))
 
 
-def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(net):
-  fam, model, params, arrays = net
+@pytest.mark.parametrize("which", ["net", "net_sc"])
+def test_denoiser_and_sampler_are_equivariant_to_markdown_permutations(which, request):
+  fam, model, params, arrays = request.getfixturevalue(which)
   perm_arrays, perms = _permute_markdown(arrays, np.random.default_rng(0))
   rows = np.arange(perms.shape[0])[:, None]
   x, px = _inputs(arrays), _inputs(perm_arrays)
-  placed = np.where(np.random.default_rng(1).random(perms.shape) < 0.5, arrays["target_gap"], -1)
-  a = model.apply({"params": params}, x, jnp.asarray(placed), True, method="denoise")
-  b = model.apply({"params": params}, px, jnp.asarray(placed[rows, perms]), True,
+  rng = np.random.default_rng(1)
+  placed = np.where(rng.random(perms.shape) < 0.5, arrays["target_gap"], -1)
+  est, p_est = (), ()
+  if fam.cfg.self_condition > 0:  # and a previous estimate, permuted with the rows
+    e = jax.nn.softmax(jnp.asarray(rng.normal(size=perms.shape + (perms.shape[1] + 1,))), -1)
+    est, p_est = (e,), (e[rows, perms],)
+  a = model.apply({"params": params}, x, jnp.asarray(placed), True, *est, method="denoise")
+  b = model.apply({"params": params}, px, jnp.asarray(placed[rows, perms]), True, *p_est,
                   method="denoise")
   mask = arrays["cell_mask"]
   np.testing.assert_allclose(np.asarray(a["gap_logits"])[rows, perms][mask],
@@ -261,7 +267,7 @@ def test_gap_diffusion_trains_and_its_saved_run_predicts_what_it_validated(ws, t
 # --- self-conditioning (model.self_condition > 0) --------------------------------------------
 @pytest.fixture(scope="module")
 def net_sc(ws):  # noqa: F811
-  cfg = tiny_config(ws, **{"model.self_condition": 0.5})
+  cfg = tiny_config(ws, **{"model.self_condition": 0.5})  # as gap_diffusion.flags
   nbs = [nb for nb in train.load_notebooks(cfg.data) if 3 <= nb.n_markdown and nb.n_cells <= 60]
   f, items = features.fit_any(cfg.features, nbs[:3])
   fam = train.family_from_config(cfg, f.vocab_size)
@@ -307,26 +313,6 @@ def test_self_conditioning_reads_the_previous_estimate_and_one_step_is_still_one
   s1, s2 = fn(params, x, jax.random.key(5)), fn(params, x, jax.random.key(5))
   np.testing.assert_array_equal(np.asarray(s1["gap_probs"]), np.asarray(s2["gap_probs"]))
   np.testing.assert_allclose(np.asarray(two["gap_probs"]).sum(-1)[md], 1, atol=1e-5)
-
-
-def test_self_conditioned_denoiser_and_sampler_are_equivariant(net_sc):
-  fam, model, params, arrays = net_sc
-  perm_arrays, perms = _permute_markdown(arrays, np.random.default_rng(0))
-  rows = np.arange(perms.shape[0])[:, None]
-  x, px = _inputs(arrays), _inputs(perm_arrays)
-  rng = np.random.default_rng(1)
-  placed = np.where(rng.random(perms.shape) < 0.5, arrays["target_gap"], -1)
-  est = jax.nn.softmax(jnp.asarray(rng.normal(size=perms.shape + (perms.shape[1] + 1,))), -1)
-  a = model.apply({"params": params}, x, jnp.asarray(placed), True, est, method="denoise")
-  b = model.apply({"params": params}, px, jnp.asarray(placed[rows, perms]), True,
-                  est[rows, perms], method="denoise")
-  mask = arrays["cell_mask"]
-  np.testing.assert_allclose(np.asarray(a["gap_logits"])[rows, perms][mask],
-                             np.asarray(b["gap_logits"])[mask], atol=2e-4)
-  sa = gd.predict(model, params, x, jax.random.key(0), fam.cfg)
-  sb = gd.predict(model, params, px, jax.random.key(0), fam.cfg)
-  np.testing.assert_allclose(np.asarray(sa["gap_probs"])[rows, perms][mask],
-                             np.asarray(sb["gap_probs"])[mask], atol=2e-4)
 
 
 def test_self_conditioned_loss_trains_the_estimate_inputs(net_sc):

@@ -333,7 +333,9 @@ def test_pointwise_resume(ws, tmp_path):
                        "--config.model.num_heads=2"]),
     ("diffusion_minilm", ["--config.model.hidden_dim=16", "--config.model.mlp_dim=16",
                           "--config.model.tf_layers=1", "--config.model.num_heads=2",
-                          "--config.model.sample_steps=2", "--config.model.num_samples=2"])])
+                          "--config.model.sample_steps=2", "--config.model.num_samples=2"]),
+    ("gap_diffusion", ["--config.model.hidden_dim=16", "--config.model.num_layers=1",
+                       "--config.model.num_heads=2"])])
 def test_encoder_flagfiles_under_jaxrank_home_train_and_predict(ws, tmp_path, flagfile,
                                                                  model_flags):
   """The cluster path: no --workspace, $JAXRANK_HOME names the store; the run's
@@ -351,6 +353,8 @@ def test_encoder_flagfiles_under_jaxrank_home_train_and_predict(ws, tmp_path, fl
   assert p.returncode == 0, p.stderr[-3000:]
   cfg = json.loads((wd / "config.json").read_text())
   assert cfg["features"]["workspace"] == "$WORKSPACE"  # resolved against the one in use
+  if flagfile == "gap_diffusion":  # the flagfile's variant: self-conditioned, K = 4
+    assert cfg["model"]["self_condition"] == 0.5 and cfg["model"]["sample_steps"] == 4
   assert json.loads((wd / "run.json").read_text())["workspace"] == str(ws.root)
   out = tmp_path / "submission.csv"
   p = run("experiments.predict", f"--workdir={wd}", f"--data_dir={sample_data_dir()}",

@@ -55,9 +55,10 @@ self-conditioning the steps do not pay (K = 8: 0.8393 +- 0.021, K = 1 0.8387, th
 twin 0.8398): the placed cells carry little about the others' gaps. With it
 (`self_condition=0.5`, `full_mask_prob=0.5`, `placed_in_gap_keys`), K = 4 scores
 0.8423 +- 0.019 against 0.8378 at K = 1 (above it on every fold) and 0.8398 for the
-twin; the cells ranker is 0.8394. What pays is re-reading the whole first estimate:
+twin; the cells ranker is 0.8394. Seed 1: 0.8422 against 0.8385 and 0.8412 (the twin
+wins on Surfing-Ninja, loses on kaggleScape by 0.0067). What pays is re-reading the whole first estimate:
 `sampler="refine"` with K = 2 gets most of it (Surfing-Ninja: 0.8385 against 0.8352
-at K = 1 and 0.8394 unmasking).
+at K = 1 and 0.8394 unmasking). `unrolled=0.5` was worse there (K = 4: 0.8366).
 """
 
 from __future__ import annotations
