@@ -39,12 +39,12 @@ denoiser also reads a previous estimate of every markdown cell's gap distributio
 how similar it is to the cells expected in g and its neighbours,
 `pairs.estimate_features`) and in the transformer over cells (its expected gap
 centre, blurred, and its confidence). Training runs a first pass on the same state
-(no gradient) and a share `self_condition` of the notebooks read it; sampling step
-each later step reads the one before's distributions, so the first reads nothing
-and K = 1 is still the one-shot forward. `unrolled` (SUNDAE's unrolled denoising, Savinov et al. 2022)
-trains a share of notebooks on the sampler's own second step: the first pass from
-all masked, its most confident cells placed at their most likely gap, right or
-wrong. `sampler="refine"` places nothing: each step re-predicts every cell from the
+(no gradient) and a share `self_condition` of the notebooks read it; in sampling
+each step after the first reads the one before's distributions, so the first reads
+nothing and K = 1 is still the one-shot forward. `unrolled` (SUNDAE's unrolled
+denoising, Savinov et al. 2022) trains a share of notebooks on the sampler's own
+second step: the first pass from all masked, its most confident cells placed at
+their most likely gap, right or wrong. `sampler="refine"` places nothing: each step re-predicts every cell from the
 last step's estimate.
 
 `objective="one_shot"` trains the same network at r = 1 only: the matched
@@ -56,8 +56,8 @@ twin 0.8398): the placed cells carry little about the others' gaps. With it
 (`self_condition=0.5`, `full_mask_prob=0.5`, `placed_in_gap_keys`), K = 4 scores
 0.8423 +- 0.019 against 0.8378 at K = 1 (above it on every fold) and 0.8398 for the
 twin; the cells ranker is 0.8394. Seed 1: 0.8422 against 0.8385 and 0.8412 (the twin
-wins on Surfing-Ninja, loses on kaggleScape by 0.0067). What pays is re-reading the whole first estimate:
-`sampler="refine"` with K = 2 gets most of it (Surfing-Ninja: 0.8385 against 0.8352
+wins on Surfing-Ninja, loses on kaggleScape by 0.0067). Most of the gain is re-reading
+the whole first estimate: `sampler="refine"` with K = 2 gets most of it (Surfing-Ninja: 0.8385 against 0.8352
 at K = 1 and 0.8394 unmasking). `unrolled=0.5` was worse there (K = 4: 0.8366).
 """
 
@@ -202,8 +202,7 @@ class GapDiffusionRanker(nn.Module):
     if cfg.unrolled > 0:
       # The sampler's first step, then its second's state: the first pass's most confident
       # cells (as many as the mask keeps) placed at their most likely gap.
-      first = jax.lax.stop_gradient(gap_probs(self.denoise(
-          batch, jnp.full((B, C), -1, jnp.int32), deterministic)))
+      first = jax.lax.stop_gradient(gap_probs(self.denoise(batch, none, deterministic)))
       md = batch["cell_mask"] & ~batch["is_code"]
       conf = jnp.where(md, first.max(-1), -1.0)
       rank = jnp.argsort(jnp.argsort(-conf, -1, stable=True), -1, stable=True)

@@ -102,6 +102,24 @@ def best_gap_features(sim_BxCxC: Array, grid: Gaps, n_code_B: Array) -> list[Arr
   return [sim_next, sim_prev, sim_next / (best + 1e-3), is_best, rank]
 
 
+def _others_in_gaps(sim_BxCxC: Array, assign_BxCxG: Array, sharpness: float
+                    ) -> tuple[Array, Array]:
+  """Per (m, g), over the other cells j: sum of exp(sharpness (sim_mj - 1)) assign_jg (a
+  soft maximum's mass) and sum of assign_jg (how many are in g); [B, C, G] each."""
+  C = sim_BxCxC.shape[1]
+  not_self = ~jnp.eye(C, dtype=bool)[None]
+  e = jnp.where(not_self, jnp.exp(sharpness * (sim_BxCxC.astype(jnp.float32) - 1.0)), 0.0)
+  total = jnp.einsum("bmj,bjg->bmg", e, assign_BxCxG)
+  return total, assign_BxCxG.sum(1)[:, None, :] - assign_BxCxG
+
+
+def _either_side(x_BxCxG: Array) -> tuple[Array, Array]:
+  """x at gap g - 1 and at g + 1 (0 past the ends)."""
+  zeros = jnp.zeros(x_BxCxG.shape[:2] + (1,), x_BxCxG.dtype)
+  return (jnp.concatenate([zeros, x_BxCxG[:, :, :-1]], -1),
+          jnp.concatenate([x_BxCxG[:, :, 1:], zeros], -1))
+
+
 def estimate_features(sim_BxCxC: Array, probs_BxCxG: Array, has_BxC: Array,
                       sharpness: float = 10.0, floor: float = 1e-3) -> list[Array]:
   """[B, C, G] evidence from a previous estimate of every markdown cell's gap
@@ -111,18 +129,12 @@ def estimate_features(sim_BxCxC: Array, probs_BxCxG: Array, has_BxC: Array,
   the logs of tiny probabilities would amplify rounding), the same for the gaps either
   side, the expected number of others in g (log), and whether m has an estimate; all 0
   where it has none."""
-  C = sim_BxCxC.shape[1]
   has = has_BxC.astype(jnp.float32)[:, :, None]
   p = probs_BxCxG.astype(jnp.float32) * has  # cells without an estimate weigh nothing
-  not_self = ~jnp.eye(C, dtype=bool)[None]
-  e = jnp.where(not_self, jnp.exp(sharpness * (sim_BxCxC.astype(jnp.float32) - 1.0)), 0.0)
-  total = jnp.einsum("bmj,bjg->bmg", e, p)
+  total, count = _others_in_gaps(sim_BxCxC, p, sharpness)
   scale = -math.log(floor)
   soft = jnp.log(total + floor) / scale + 1.0  # 0 (none) .. ~1 (a cell like m, surely there)
-  zeros = jnp.zeros(soft.shape[:2] + (1,), jnp.float32)
-  prv = jnp.concatenate([zeros, soft[:, :, :-1]], -1)
-  nxt = jnp.concatenate([soft[:, :, 1:], zeros], -1)
-  count = p.sum(1)[:, None, :] - p
+  prv, nxt = _either_side(soft)
   own_logp = jnp.log(p + floor) / scale + 1.0
   return [f * has for f in (own_logp, p, soft, prv, nxt, jnp.log1p(count) / 3.0)] + [
       jnp.broadcast_to(has, soft.shape)]
@@ -139,18 +151,13 @@ def placed_features(sim_BxCxC: Array, placed_gap_BxC: Array, placed_BxC: Array, 
   one before it (a heading, then its text), so a neighbour already placed is
   parameter-free evidence of where m goes, as a similar code cell is.
   """
-  B, C, G = sim_BxCxC.shape[0], sim_BxCxC.shape[1], grid.valid.shape[1]
-  onehot = jax.nn.one_hot(jnp.where(placed_BxC, placed_gap_BxC, -1), G)  # [B, C, G]; -1 -> 0
-  not_self = ~jnp.eye(C, dtype=bool)[None]
-  e = jnp.where(not_self, jnp.exp(sharpness * (sim_BxCxC.astype(jnp.float32) - 1.0)), 0.0)
-  total = jnp.einsum("bmj,bjg->bmg", e, onehot)
-  count = onehot.sum(1)[:, None, :] - onehot  # [B, C, G]: the others placed in g
+  onehot = jax.nn.one_hot(jnp.where(placed_BxC, placed_gap_BxC, -1),
+                          grid.valid.shape[1])  # [B, C, G]; -1 -> 0
+  total, count = _others_in_gaps(sim_BxCxC, onehot, sharpness)  # count: the others in g
   has = count > 0
   soft = jnp.where(has, 1.0 + jnp.log(jnp.maximum(total, 1e-30)) / sharpness, 0.0)
   soft = jnp.maximum(soft, -1.0)
-  zeros = jnp.zeros((B, C, 1), jnp.float32)
-  prv = jnp.concatenate([zeros, soft[:, :, :-1]], -1)
-  nxt = jnp.concatenate([soft[:, :, 1:], zeros], -1)
+  prv, nxt = _either_side(soft)
   best = jnp.where(has, soft, -2.0).max(-1, keepdims=True)
   return [soft, prv, nxt, has.astype(jnp.float32),
           jnp.log1p(count) / 3.0,

@@ -313,9 +313,7 @@ class CellsTransformer(nn.Module):
       # gap centre (embedded as positions are), its confidence, and a learned vector.
       has = self_cond_mask(batch)
       p = batch[SELF_COND].astype(jnp.float32)
-      G = p.shape[-1]
-      centres = (jnp.arange(G, dtype=jnp.float32)[None, :] + 0.5) / (
-          batch["n_code"][:, None].astype(jnp.float32) + 1.0)  # [B, G]
+      centres = pairs.gaps(batch["n_code"], p.shape[1]).centre  # [B, G]
       expected = jnp.einsum("bcg,bg->bc", p, centres)
       conf = jnp.stack([p.max(-1), (p * jnp.log(jnp.maximum(p, 1e-30))).sum(-1) / 4.0], -1)
       sc_vec = self.param("self_cond", nn.initializers.normal(0.02), (d,)).astype(cfg.dtype)
